@@ -26,7 +26,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Keep a profile store in sync with partners through PGP-encrypted CSV files on SFTP.")
 profiles_app = typer.Typer(no_args_is_help=True, help="Read profiles from the store.")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage the connector's own GnuPG home.")
+groups_app = typer.Typer(no_args_is_help=True, help="Read groups (households, companies, …) from the store.")
+events_app = typer.Typer(no_args_is_help=True, help="Read timeline events from the store.")
+products_app = typer.Typer(no_args_is_help=True, help="Read the product store fed by imported orders.")
 app.add_typer(profiles_app, name="profiles")
+app.add_typer(groups_app, name="groups")
+app.add_typer(events_app, name="events")
+app.add_typer(products_app, name="products")
 app.add_typer(keys_app, name="keys")
 
 logger = logging.getLogger(__name__)
@@ -168,19 +174,45 @@ def history_command(
 
 def profile_json(profile: dict[str, Any]) -> dict[str, Any]:
     """Given a stored profile, return it in the `profiles dump` shape."""
-    return {"id": str(profile["id"]), "properties": profile["properties"], "groups": {},
+    return {"id": str(profile["id"]), "properties": profile["properties"], "groups": profile["groups"],
             "created_at": history.iso(profile["created_at"]), "updated_at": history.iso(profile["updated_at"])}
 
 
 @profiles_app.command("dump")
 def profiles_dump() -> None:
     """Print every profile as one JSON object per line."""
+    _dump(lambda conn: map(profile_json, queries.iter_profiles(conn)))
+
+
+@groups_app.command("dump")
+def groups_dump() -> None:
+    """Print every group as one JSON object per line."""
+    _dump(lambda conn: ({**group, "created_at": history.iso(group["created_at"]),
+                         "updated_at": history.iso(group["updated_at"])} for group in queries.iter_groups(conn)))
+
+
+@events_app.command("dump")
+def events_dump() -> None:
+    """Print every timeline event as one JSON object per line."""
+    _dump(lambda conn: ({**event, "profile_id": str(event["profile_id"])} for event in queries.iter_events(conn)))
+
+
+@products_app.command("dump")
+def products_dump() -> None:
+    """Print every product (sku, times_bought, last_bought) as one JSON object per line."""
+    _dump(queries.iter_products)
+
+
+def _dump(records: Any) -> None:
+    """Given a function from a connection to records, print them as JSON lines."""
     config = _config()
     store = _store(config)
-    with store.engine.connect() as conn:
-        for profile in queries.iter_profiles(conn):
-            sys.stdout.write(orjson.dumps(profile_json(profile)).decode() + "\n")
-    store.dispose()
+    try:
+        with store.engine.connect() as conn:
+            for record in records(conn):
+                sys.stdout.write(orjson.dumps(record).decode() + "\n")
+    finally:
+        store.dispose()
 
 
 @profiles_app.command("get")

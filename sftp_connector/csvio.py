@@ -414,8 +414,9 @@ def _slow(
 def _records(feed: _Feed, options: models.Csv, width: int) -> Iterator[tuple[list[str], str | None, str]]:
     """Given fed lines, yield (fields, reject reason or None, raw text) per record, blank lines skipped.
 
-    A record that ran across lines and came out wrong had an unbalanced quote: only its first
-    line is rejected, and the lines after it are read again.
+    A record that ran across lines and could not be parsed had an unbalanced quote: only its first
+    line is rejected, and the lines after it are read again. One that parsed (its quotes closed
+    cleanly) but has the wrong field count is rejected whole, so its quoted lines never become rows.
     """
     reader = csv.reader(feed, delimiter=options.delimiter, quotechar=options.quote, strict=True)
     while True:
@@ -433,7 +434,7 @@ def _records(feed: _Feed, options: models.Csv, width: int) -> Iterator[tuple[lis
         raw = "".join(feed.taken)
         if not error and len(fields) == width:
             yield fields, ("NUL byte" if "\x00" in raw else None), raw
-        elif len(feed.taken) > 1 or "end of data" in error:
+        elif error and (len(feed.taken) > 1 or "end of data" in error):
             feed.resync()
             yield fields, "unbalanced quote", feed.taken[0]
         else:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sftp_connector.config import models
+from sftp_connector.errors import InputError
 from sftp_connector.sftp import RemoteFile
 from sftp_connector.store.models import ImportedFile
 
@@ -60,6 +61,26 @@ def match(entry: models.FileEntry, listing: Sequence[RemoteFile]) -> list[Match]
         if hit:
             found.append(Match(remote, "".join(g or "" for g in hit.groups()) if hit.groups() else None))
     return found
+
+
+def pair(entry: models.FileEntry, matches: Sequence[Match], root: Match) -> Match:
+    """Given a linked file entry, its matching files and the root file, return the root's linked file:
+    the one whose wildcard value is the root's (`customers_244.csv` ↔ `orders_244.csv`).
+
+    Raise InputError, naming both files, if there is none or (without a wildcard) more than one.
+    """
+    what = f"{entry.pattern or entry.regex} in {entry.directory}"
+    if root.wildcard is not None:
+        found = [m for m in matches if m.wildcard == root.wildcard]
+        if not found:
+            raise InputError(f"linked file {entry.name} is missing for {root.remote.name}: no file matching "
+                             f"{what} with the wildcard value {root.wildcard!r}")
+        return found[0]
+    if len(matches) != 1:
+        raise InputError(f"linked file {entry.name} for {root.remote.name}: expected one file matching {what}, "
+                         f"found {len(matches)}" + (f" ({', '.join(m.remote.name for m in matches)})"
+                                                    if matches else ""))
+    return matches[0]
 
 
 def done_marker_name(marker: str, name: str) -> str:

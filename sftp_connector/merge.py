@@ -59,16 +59,50 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What merging a file needs to know besides its rows."""
+    """What merging a file (or one level of a linked set) needs to know besides its rows."""
 
-    goal: models.ImportProfiles
+    goal: models.ImportProfiles | models.ImportGroups
     label: str
     separator: str | None
     digest: str
     indexed: frozenset[str]
     """Every identifier property of every goal: their values are kept in the identity index."""
+    identifiers: tuple[tuple[str, str], ...]
+    """(field, property) pairs, tried in order."""
+    allow_new: bool = True
+    level: frozenset[str] | None = None
+    """Of a linked set, the fields of the file being merged: only their mappings apply (None: a lone file)."""
+    groups: tuple[models.GroupRef, ...] = ()
+    entity: queries.Entity = queries.PROFILES
+    group_type: str | None = None
+    """For an import-groups goal, the type of the groups it writes."""
     objectives: tuple[str, ...] = ()
     consent_property: str = "consented_objectives"
+
+
+def context(
+    goal: models.ImportProfiles | models.ImportGroups, *, label: str, digest: str, indexed: frozenset[str],
+    privacy: models.Privacy, level: frozenset[str] | None = None, root: bool = True,
+) -> Context:
+    """Given an import goal and the file being merged, return its merge context.
+
+    A group's identifier value is kept as its property `@<type>`; rows of a linked file below
+    the root never create profiles (their root row did) and carry no group links.
+    """
+    common = {"goal": goal, "label": label, "separator": goal.csv.multi_value_separator, "digest": digest,
+              "indexed": indexed, "level": level}
+    if isinstance(goal, models.ImportGroups):
+        prop = group_identity_property(goal.group_type)
+        return Context(**common, identifiers=((goal.identifier.field, prop),), allow_new=root,
+                       entity=queries.GROUPS, group_type=goal.group_type)
+    return Context(**common, identifiers=tuple((i.field, i.property) for i in goal.identifiers),
+                   allow_new=goal.allow_new_profiles and root, groups=tuple(goal.groups) if root else (),
+                   objectives=tuple(privacy.objectives), consent_property=privacy.consent_property)
+
+
+def group_identity_property(group_type: str) -> str:
+    """The property (and identity index key) holding a group's identifier value."""
+    return f"@{group_type}"
 
 
 @dataclass(slots=True)
@@ -128,7 +162,7 @@ class FileMerge:
 
     @property
     def identifiers(self) -> list[tuple[str, str]]:
-        return [(i.field, i.property) for i in self.ctx.goal.identifiers]
+        return list(self.ctx.identifiers)
 
     @property
     def props(self) -> list[str]:
@@ -141,22 +175,29 @@ class FileMerge:
         return {m.property for m in self.maps if m.rule == "sum"}
 
 
-def mappings(goal: models.ImportProfiles | models.ImportGroups, columns: list[str]) -> list[Mapping]:
+def mappings(
+    goal: models.ImportProfiles | models.ImportGroups, columns: list[str], level: frozenset[str] | None = None
+) -> list[Mapping]:
     """Given a goal and the file's columns, return its mappings with prefix and bulk mapping applied.
 
-    Raise InputError if a mapped or identifier field is not a column of the file.
+    With `level` (a linked set's file), only mappings of that file's fields; bulk mapping
+    covers the root file only. Raise InputError if a mapped or identifier field is not a
+    column of the file.
     """
-    ids = [i.field for i in goal.identifiers] if isinstance(goal, models.ImportProfiles) else [goal.identifier["field"]]
-    explicit = [Mapping(m.field, goal.prefix + m.property, m.rule) for m in goal.mappings]
+    ids = [i.field for i in goal.identifiers] if isinstance(goal, models.ImportProfiles) else [goal.identifier.field]
+    explicit = [Mapping(m.field, goal.prefix + m.property, m.rule) for m in goal.mappings
+                if level is None or m.field in level]
     missing = [f for f in [*ids, *(m.field for m in explicit)] if f not in columns]
     if missing:
         raise InputError(f"field(s) {', '.join(dict.fromkeys(missing))} not in the file "
                          f"(columns: {', '.join(c for c in columns if c != '_row')})")
     if goal.bulk_mapping is None:
         return explicit
-    taken = {m.field for m in explicit} | set(ids)
+    taken = {m.field for m in goal.mappings} | set(ids)
+    if isinstance(goal, models.ImportProfiles):
+        taken |= {g.field for g in goal.groups}
     return explicit + [Mapping(c, goal.prefix + c, goal.bulk_mapping.rule) for c in columns
-                       if c not in taken and not c.startswith("_")]
+                       if c not in taken and not c.startswith("_") and (level is None or c in level)]
 
 
 def start(store: Store, conn: Connection, ctx: Context, fields: list[str], *, file_id: int, now: float) -> FileMerge:
@@ -164,9 +205,10 @@ def start(store: Store, conn: Connection, ctx: Context, fields: list[str], *, fi
 
     Raise InputError if a mapped or identifier field is not a column of the file.
     """
-    state = FileMerge(ctx, mappings(ctx.goal, fields), file_id, queries.imported_rows(conn, file_id), {}, now)
-    state.columns = queries.property_columns(store, conn, state.props)
-    state.known_before = {p: queries.has_identities(conn, p) for _, p in state.identifiers}
+    state = FileMerge(ctx, mappings(ctx.goal, fields, ctx.level), file_id, queries.imported_rows(conn, file_id), {},
+                      now)
+    state.columns = queries.property_columns(store, conn, state.props, ctx.entity)
+    state.known_before = {p: queries.has_identities(conn, p, ctx.entity) for _, p in state.identifiers}
     return state
 
 
@@ -175,7 +217,7 @@ def apply(store: Store, conn: Connection, batch: pl.DataFrame, state: FileMerge)
     rows = _fresh(_keyed(batch, state), state)
     found = identity.resolve(lambda prop, values: _lookup(store, conn, prop, values, state), rows,
                              [(field_col(f), p) for f, p in state.identifiers],
-                             allow_new=state.ctx.goal.allow_new_profiles)
+                             allow_new=state.ctx.allow_new)
     rows = rows.with_columns(_pid=found.pids)
     state.counts.rows_unmatched += rows.get_column("_pid").null_count()
     rows = rows.filter(pl.col("_pid").is_not_null())
@@ -195,16 +237,16 @@ def _lookup(store: Store, conn: Connection, prop: str, values: pl.Series, state:
     if not state.known_before.get(prop, True):
         added = state.added.get(prop)
         if added is None:
-            return queries.find_identities(store, conn, prop, values.clear())
+            return queries.find_identities(store, conn, prop, values.clear(), state.ctx.entity)
         values = values.filter(values.hash(seed=HASH_SEED).is_in(added.implode()))
-    return queries.find_identities(store, conn, prop, values)
+    return queries.find_identities(store, conn, prop, values, state.ctx.entity)
 
 
 def _keyed(batch: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     """Add _key and _hash to the rows that have an identifier; reject the others."""
     fields = [f for f, _ in state.identifiers]
     ident = pl.coalesce(pl.when(pl.col(f) != "").then(pl.lit(f"{i}\x1f") + pl.col(f)) for i, f in enumerate(fields))
-    needed = list(dict.fromkeys(fields + [m.field for m in state.maps]))
+    needed = list(dict.fromkeys(fields + [m.field for m in state.maps] + [g.field for g in state.ctx.groups]))
     rows = batch.select("_row", *(pl.col(f).alias(field_col(f)) for f in needed), _ident=ident,
                         _hash=_digest(needed, state.ctx.digest))
     for number in rows.filter(pl.col("_ident").is_null()).get_column("_row").to_list():
@@ -242,7 +284,7 @@ def _states(
     """The touched profiles' properties before the batch: stored ones read, new ones from their identifiers."""
     props = state.props
     pids = rows.get_column("_pid")
-    stored = queries.property_values(store, conn, pids.filter(pids > 0), state.columns)
+    stored = queries.property_values(store, conn, pids.filter(pids > 0), state.columns, state.ctx.entity)
     stored = stored.rename({p: prop_col(p) for p in props})
     new = new_profiles.group_by("pid", "property", maintain_order=True).agg("value")
     fresh = pl.DataFrame({"pid": new_profiles.get_column("pid").unique(maintain_order=True)})
@@ -343,22 +385,27 @@ def _write(
     # A new profile none of whose rows applied (no consent) is not created.
     after = after.filter((pl.col("pid") > 0) | pl.col("pid").is_in(applied.get_column("_pid").implode()))
     new = after.filter(pl.col("pid") < 0)
-    ids = dict(zip(new.get_column("pid").to_list(), queries.reserve_profile_ids(store, conn, new.height),
+    entity = state.ctx.entity
+    ids = dict(zip(new.get_column("pid").to_list(), queries.reserve_profile_ids(store, conn, new.height, entity),
                    strict=True))
     real = pl.col("pid").replace_strict(ids, default=pl.col("pid"), return_dtype=pl.Int64) if ids else pl.col("pid")
+    kind = {"type": pl.lit(state.ctx.group_type)} if state.ctx.group_type else {}
     queries.insert_profiles(store, conn, new.select(
-        real.alias("id"), created_at=pl.lit(state.now), updated_at=pl.lit(state.now),
-        **{state.columns[p]: pl.col(prop_col(p)) for p in state.props}))
+        real.alias("id"), **kind, created_at=pl.lit(state.now), updated_at=pl.lit(state.now),
+        **{state.columns[p]: pl.col(prop_col(p)) for p in state.props}), entity)
     mapped = list(dict.fromkeys(m.property for m in state.maps))
     changed = _changed(before, after.filter(pl.col("pid") > 0), mapped)
     queries.update_profiles(store, conn, changed.select(
-        pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in mapped}), state.now)
+        pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in mapped}), state.now, entity)
     _reindex(store, conn, before, after.with_columns(real), changed.get_column("pid"), state)
     records = applied.sort("_row").select(
         pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
         pl.col("_sums").cast(pl.String).alias("sums"),
     ).with_columns(real).rename({"pid": "profile_id"})
     queries.append_rows(conn, state.file_id, records)
+    if state.ctx.groups:
+        _link_groups(store, conn, applied.sort("_row").with_columns(records.get_column("profile_id").alias("_pid")),
+                     state)
     touched = records.get_column("profile_id")
     state.touched.append(touched)
     if sum(part.len() for part in state.touched) >= TOUCHED_FLUSH:
@@ -392,9 +439,9 @@ def _reindex(
         old, new = rules.decode(pl.col(f"{prop_col(prop)}_was")), rules.decode(pl.col(prop_col(prop)))
         claims.append(_long(joined, prop, new.list.set_difference(old)))
         releases.append(_long(joined, prop, old.list.set_difference(new)))
-    queries.release_identities(store, conn, pl.concat(releases).sort("property", "value"))
+    queries.release_identities(store, conn, pl.concat(releases).sort("property", "value"), state.ctx.entity)
     claimed = pl.concat(claims).sort("property", "value")
-    queries.claim_identities(store, conn, claimed)
+    queries.claim_identities(store, conn, claimed, state.ctx.entity)
     for (prop,), group in claimed.group_by("property"):
         hashes = group.get_column("value").hash(seed=HASH_SEED)
         state.added[prop] = pl.concat([state.added[prop], hashes]) if prop in state.added else hashes
@@ -412,8 +459,22 @@ def _remember_touched(conn: Connection, state: FileMerge) -> None:
         state.touched.clear()
 
 
-def finish(conn: Connection, state: FileMerge) -> tuple[int, int, list[int]]:
-    """Given a merged file, return (profiles created, profiles updated, last five touched ids)."""
-    _remember_touched(conn, state)
-    created, updated = queries.touched_counts(conn, state.now)
-    return created, updated, state.last
+def _link_groups(store: Store, conn: Connection, applied: pl.DataFrame, state: FileMerge) -> None:
+    """Link the applied rows' profiles to the groups their group fields name (an empty cell: no change)."""
+    for ref in state.ctx.groups:
+        rows = applied.select(pl.col("_pid").alias("profile_id"), rules.split_expression(
+            pl.col(field_col(ref.field)), state.ctx.separator).alias("key")).filter(pl.col("key").list.len() > 0)
+        if ref.rule == "set":  # a profile's last row in the batch says which groups it is in
+            rows = rows.unique(subset="profile_id", keep="last", maintain_order=True)
+        links = rows.explode("key").with_columns(type=pl.lit(ref.type))
+        queries.link_groups(store, conn, links, replace=ref.rule == "set")
+
+
+def finish(conn: Connection, states: list[FileMerge]) -> tuple[int, int, list[int]]:
+    """Given the merges of one file (or linked set), return (created, updated, last five touched ids)."""
+    last: list[int] = []
+    for state in states:
+        _remember_touched(conn, state)
+        last = list(dict.fromkeys([*state.last, *last]))[:5]
+    created, updated = queries.touched_counts(conn, states[0].now, states[0].ctx.entity)
+    return created, updated, last

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.gpg",
     "tests.fixtures.postgres",
     "tests.fixtures.connector",
+    "tests.fixtures.plugin",
 ]

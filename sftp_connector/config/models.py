@@ -257,8 +257,36 @@ class BulkMapping(Model):
 
 
 class GroupRef(Model):
+    """Link the row's profile to the group of `type` whose identifier is the value of `field`."""
+
     type: str
     field: str
+    rule: Literal["set", "add"] = "set"
+    """set: the row's groups of this type replace the profile's; add: they are added to them."""
+
+
+class Nested(Model):
+    """A list inside each event, one item per row of a deeper linked file (an order's products)."""
+
+    name: str
+    file: str
+    properties: dict[str, str]
+    """Item property: source field of `file`."""
+
+
+class EventSpec(Model):
+    """Timeline events read from a file of the goal: one event per row of `file` (default: the root)."""
+
+    type: str
+    file: str | None = None
+    id: str
+    """The field holding the event id: (type, id) is unique, so a re-import updates the event."""
+    time: str | None = None
+    properties: dict[str, str] = {}
+    """Event property: source field."""
+    nested: list[Nested] = []
+    product_store: bool = False
+    """Count each nested item with a `sku` in the product table (times bought, last bought)."""
 
 
 class ImportGoalBase(Model):
@@ -300,13 +328,26 @@ class ImportProfiles(ImportGoalBase):
     identifiers: list[Identifier] = Field(min_length=1)
     allow_new_profiles: bool = True
     groups: list[GroupRef] = []
-    events: list[dict[str, Any]] = []
+    events: list[EventSpec] = []
+
+    @model_validator(mode="after")
+    def _events_name_files(self) -> ImportProfiles:
+        names = {entry.name for entry in self.files}
+        for event in self.events:
+            for file in [event.file, *(n.file for n in event.nested)]:
+                if file is not None and file not in names:
+                    raise ValueError(f"event {event.type}: file {file} is not a file of this goal")
+        return self
+
+
+class GroupIdentifier(Model):
+    field: str
 
 
 class ImportGroups(ImportGoalBase):
     kind: Literal["import-groups"]
-    group_type: str
-    identifier: dict[str, str]
+    group_type: str = Field(pattern=r"^[^@.\s][^\s]*$")
+    identifier: GroupIdentifier
 
 
 class ExportProfiles(Model):

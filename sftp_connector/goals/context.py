@@ -43,9 +43,11 @@ class RunContext:
 
     @property
     def indexed(self) -> frozenset[str]:
-        """Every identifier property of every profile goal: the properties the identity index holds."""
+        """Every identifier property of every goal: the properties the identity indexes hold (a group's
+        identifier is its property `@<type>`)."""
         return frozenset(i.property for g in self.config.goals if isinstance(g, models.ImportProfiles)
-                         for i in g.identifiers)
+                         for i in g.identifiers) | frozenset(
+            f"@{g.group_type}" for g in self.config.goals if isinstance(g, models.ImportGroups))
 
     def session(self) -> sftp.Session:
         """Return the run's SFTP session, connecting on first use. Raise TransportError if that fails.

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from sftp_connector import csvio, files, history, merge, pgp, sftp
+from sftp_connector import csvio, events, files, history, linked, merge, pgp, processors, sftp
 from sftp_connector.config import models
 from sftp_connector.config.load import goal_digest
-from sftp_connector.errors import GoalError, InputError, RowReject, TransportError
+from sftp_connector.errors import ConfigError, GoalError, InputError, RowReject, TransportError
 from sftp_connector.goals.context import RunContext
 from sftp_connector.goals.results import FileResult, GoalResult
 from sftp_connector.store import models as tables
@@ -30,22 +32,27 @@ BATCH_ROWS = 100_000
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A matched root file, when it was listed, and whether it is ready to be read."""
+    """A matched root file with its linked files, when it was listed, and whether all are ready to be read."""
 
     match: files.Match
     listed_at: float
     ready: bool
+    linked: tuple[tuple[models.FileEntry, files.Match], ...] = ()
+    missing: str | None = None
+    """Why the linked set is incomplete, if it is."""
 
 
 def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> GoalResult:
-    """Given an import goal, import each of its ready files and return what happened.
+    """Given an import goal, import each of its ready files (with their linked files) and return what happened.
 
     A failing file fails the goal but not the files after it.
     """
     result = GoalResult(goal.name, goal.kind, started_at=time.time())
     try:
-        _supported(goal)
+        steps = processors.build(goal.processors)
         candidates = select(ctx, goal)
+    except ConfigError as exc:
+        return _failed(result, InputError(str(exc)).located(goal=goal.name))
     except GoalError as exc:
         return _failed(result, exc.located(goal=goal.name))
     digest = goal_digest(ctx.config, goal)
@@ -55,10 +62,10 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
         if ctx.stop.is_set():
             break
         if not candidate.ready:
-            result.files.append(FileResult(candidate.match.remote.path, "skipped_unstable"))
+            result.files += [FileResult(m.remote.path, "skipped_unstable") for m in _matches(candidate)]
             continue
-        job = FileJob(goal, candidate, records.get(candidate.match.remote.path), digest)
-        result.files.append(import_file(ctx, job, result))
+        job = FileJob(goal, candidate, records, digest, steps)
+        result.files += import_file(ctx, job, result)
     failed = [f for f in result.files if f.status == "failed"]
     if failed:
         result.status, result.error = "failed", failed[0].error
@@ -68,13 +75,6 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
     return result
 
 
-def _supported(goal: models.ImportProfiles | models.ImportGroups) -> None:
-    if isinstance(goal, models.ImportGroups):
-        raise InputError("import-groups goals are not supported by this version")
-    if len(goal.files) > 1:
-        raise InputError("linked files are not supported by this version: give one file entry")
-
-
 def _failed(result: GoalResult, exc: GoalError) -> GoalResult:
     logger.error("%s", exc)
     result.status, result.error, result.finished_at = "failed", str(exc), time.time()
@@ -82,83 +82,158 @@ def _failed(result: GoalResult, exc: GoalError) -> GoalResult:
 
 
 def select(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> list[Candidate]:
-    """Given an import goal, list its root directory and return the matching files with their readiness.
+    """Given an import goal, list its directories and return the root files, each with its linked files
+    and its readiness.
 
-    A file is ready when its done marker exists, or when its size and mtime stay unchanged
-    for stable_after_s between two listings. Raise TransportError if listing fails.
+    A set is ready when every file in it has its done marker, or when their sizes and mtimes
+    stay unchanged for stable_after_s between two listings. Raise TransportError if listing fails.
     """
-    entry = goal.files[0]
-    directory = sftp.resolve(ctx.config.connector.sftp.home, entry.directory)
     listed_at = time.time()
-    listing = ctx.session().list(directory)
-    names = {r.name for r in listing}
-    matches = files.match(entry, [r for r in listing if not files.is_marker(goal.done_marker, r.name, names)])
+    listings: dict[str, list[sftp.RemoteFile]] = {}
+    matched = {entry.name: _listed(ctx, goal, entry, listings) for entry in goal.files}
+    roots = matched[goal.files[0].name]
+    candidates = [_paired(goal, root, matched, listed_at) for root in roots]
     if goal.done_marker:
-        return [Candidate(m, listed_at, files.done_marker_name(goal.done_marker, m.remote.name) in names)
-                for m in matches]
-    if not matches or goal.stable_after_s == 0:
-        return [Candidate(m, listed_at, True) for m in matches]
-    logger.info("goal %s: waiting %ss for %d file(s) to be stable", goal.name, goal.stable_after_s, len(matches))
+        return [replace(c, ready=all(_has_marker(goal, m, listings) for m in _matches(c))) for c in candidates]
+    if not candidates or goal.stable_after_s == 0:
+        return candidates
+    logger.info("goal %s: waiting %ss for %d file(s) to be stable", goal.name, goal.stable_after_s, len(candidates))
     ctx.stop.wait(goal.stable_after_s)
-    second = ctx.session().list(directory)
-    steady = files.stable([m.remote for m in matches], second)
-    return [Candidate(m, listed_at, m.remote.path in steady) for m in matches]
+    second = [r for directory in listings for r in ctx.session().list(directory)]
+    steady = files.stable([m.remote for c in candidates for m in _matches(c)], second)
+    return [replace(c, ready=all(m.remote.path in steady for m in _matches(c))) for c in candidates]
+
+
+def _listed(
+    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, entry: models.FileEntry,
+    listings: dict[str, list[sftp.RemoteFile]],
+) -> list[files.Match]:
+    """The files of one entry of the goal, its directory listed once per run of the goal."""
+    directory = sftp.resolve(ctx.config.connector.sftp.home, entry.directory)
+    if directory not in listings:
+        listings[directory] = ctx.session().list(directory)
+    listing = listings[directory]
+    names = {r.name for r in listing}
+    return files.match(entry, [r for r in listing if not files.is_marker(goal.done_marker, r.name, names)])
+
+
+def _has_marker(
+    goal: models.ImportProfiles | models.ImportGroups, match: files.Match, listings: dict[str, list[sftp.RemoteFile]]
+) -> bool:
+    assert goal.done_marker is not None
+    marker = posixpath.join(posixpath.dirname(match.remote.path), files.done_marker_name(goal.done_marker,
+                                                                                          match.remote.name))
+    return any(r.path == marker for listing in listings.values() for r in listing)
+
+
+def _paired(
+    goal: models.ImportProfiles | models.ImportGroups, root: files.Match, matched: dict[str, list[files.Match]],
+    listed_at: float,
+) -> Candidate:
+    linked, missing = [], None
+    for entry in goal.files[1:]:
+        try:
+            linked.append((entry, files.pair(entry, matched[entry.name], root)))
+        except InputError as exc:
+            missing = missing or str(exc)
+    return Candidate(root, listed_at, True, tuple(linked), missing)
+
+
+def _matches(candidate: Candidate) -> list[files.Match]:
+    return [candidate.match, *(m for _, m in candidate.linked)]
 
 
 @dataclass(frozen=True, slots=True)
 class FileJob:
-    """One file to import: its goal, where it was listed, its last import record and the goal's digest."""
+    """One root file (and its linked set) to import: its goal, where it was listed, the goal's import
+    records, its digest and its processors."""
 
     goal: models.ImportProfiles | models.ImportGroups
     candidate: Candidate
-    record: tables.ImportedFile | None
+    records: dict[str, tables.ImportedFile]
     digest: str
+    steps: list[processors.Step]
 
     @property
     def remote(self) -> sftp.RemoteFile:
         return self.candidate.match.remote
 
+    @property
+    def members(self) -> list[tuple[models.FileEntry, sftp.RemoteFile]]:
+        """The set's files, root first."""
+        return [(self.goal.files[0], self.remote), *((e, m.remote) for e, m in self.candidate.linked)]
 
-def import_file(ctx: RunContext, job: FileJob, totals: GoalResult) -> FileResult:
-    """Given a ready file, import it in one transaction and return its result; never raise a GoalError."""
+
+def import_file(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileResult]:
+    """Given a ready root file, import it with its linked files in one transaction and return a result per
+    file; never raise a GoalError."""
     goal, remote = job.goal, job.remote
-    if files.unchanged_by_listing(remote, job.record, job.digest, ctx.force):
-        return FileResult(remote.path, "skipped_unchanged", job.record.sha256 if job.record else None)
+    if all(files.unchanged_by_listing(r, job.records.get(r.path), job.digest, ctx.force) for _, r in job.members) \
+            and not job.candidate.missing:
+        return [FileResult(r.path, "skipped_unchanged", job.records[r.path].sha256) for _, r in job.members]
     try:
+        if job.candidate.missing:
+            raise InputError(job.candidate.missing)
         return _download_and_merge(ctx, job, totals)
     except GoalError as exc:
         exc.located(goal=goal.name, file=remote.path)
         logger.error("%s", exc)
         if isinstance(exc, TransportError) and exc.transient:
             ctx.drop_session()
-        _after_error(ctx, goal, remote)
-        return FileResult(remote.path, "failed", error=str(exc))
+        for _, member in job.members:
+            _after_error(ctx, goal, member)
+        return [FileResult(r.path, "failed", error=str(exc)) for _, r in job.members]
     finally:
-        for leftover in ctx.work_dir.glob(sftp.local_name(remote.path) + "*"):
-            leftover.unlink(missing_ok=True)
+        for _, member in job.members:
+            for leftover in ctx.work_dir.glob(sftp.local_name(member.path) + "*"):
+                leftover.unlink(missing_ok=True)
 
 
-def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> FileResult:
-    remote = job.remote
-    local = ctx.work_dir / sftp.local_name(remote.path)
+@dataclass(frozen=True, slots=True)
+class Local:
+    """A downloaded file of the set: its entry, its remote file, its plaintext and who signed it."""
+
+    entry: models.FileEntry
+    remote: sftp.RemoteFile
+    sha256: str
+    plain: Path | None = None
+    signer: str | None = None
+
+
+def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileResult]:
+    downloaded = [_download(ctx, job, entry, remote) for entry, remote in job.members]
+    if all(files.unchanged_by_content(d.sha256, job.records.get(d.remote.path), job.digest, ctx.force)
+           for d in downloaded):
+        for d in downloaded:
+            _refresh_listing(ctx, job.records.get(d.remote.path), d.remote, job.candidate.listed_at)
+        return [FileResult(d.remote.path, "skipped_unchanged", d.sha256) for d in downloaded]
+    plain = [replace(d, **dict(zip(("plain", "signer"), _decrypt(ctx, job.goal, _local(ctx, d.remote), d),
+                                   strict=True))) for d in downloaded]
+    results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
+    for result, d in zip(results, plain, strict=True):
+        result.signer = d.signer
+    if results[0].status == "imported":
+        for d in plain:
+            _after_import(ctx, job.goal, d.remote)
+    for result in results:
+        logger.info("goal %s: %s %s: %s", job.goal.name, result.status, result.path, _counts_line(result.counts))
+    return results
+
+
+def _local(ctx: RunContext, remote: sftp.RemoteFile) -> Path:
+    return ctx.work_dir / sftp.local_name(remote.path)
+
+
+def _download(ctx: RunContext, job: FileJob, entry: models.FileEntry, remote: sftp.RemoteFile) -> Local:
     report = ctx.progress
+    local = _local(ctx, remote)
     ctx.session().download(remote, local, max_bytes=job.goal.max_file_bytes,
                            progress=(lambda done: report(remote.name, done, remote.size)) if report else None)
-    sha256 = _sha256(local)
-    if files.unchanged_by_content(sha256, job.record, job.digest, ctx.force):
-        _refresh_listing(ctx, job.record, remote, job.candidate.listed_at)
-        return FileResult(remote.path, "skipped_unchanged", sha256)
-    plain, signer = _decrypt(ctx, job.goal, local)
-    result = _merge(ctx, job, sha256, plain, totals)
-    result.signer = signer
-    if result.status == "imported":
-        _after_import(ctx, job.goal, remote)
-    logger.info("goal %s: %s %s: %s", job.goal.name, result.status, remote.path, _counts_line(result.counts))
-    return result
+    return Local(entry, remote, _sha256(local))
 
 
 def _decrypt(
-    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, local: Path
+    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, local: Path, downloaded: Local
 ) -> tuple[Path, str | None]:
     """Return the plaintext file and its signer; a plaintext file is returned as it is."""
     if not pgp.looks_encrypted(local):
@@ -166,47 +241,147 @@ def _decrypt(
     settings = ctx.config.connector.pgp
     if not settings.enabled:
         raise InputError("the file is OpenPGP-encrypted but pgp.enabled is false: enable pgp and configure "
-                         "pgp.decrypt.private_key")
+                         "pgp.decrypt.private_key", file=downloaded.remote.path)
     passphrase = settings.decrypt.passphrase.get_secret_value() if settings.decrypt.passphrase else None
     plain = local.with_name(local.name + ".plain")
-    outcome = pgp.decrypt(ctx.keyring(), local, plain, passphrase=passphrase,
-                          require_signers=settings.decrypt.require_signature_from, max_bytes=goal.max_file_bytes)
+    try:
+        outcome = pgp.decrypt(ctx.keyring(), local, plain, passphrase=passphrase,
+                              require_signers=settings.decrypt.require_signature_from, max_bytes=goal.max_file_bytes)
+    except GoalError as exc:
+        raise exc.located(file=downloaded.remote.path) from None
     local.unlink(missing_ok=True)
     return plain, outcome.signer or outcome.signer_key_id
 
 
-def _merge(ctx: RunContext, job: FileJob, sha256: str, plain: Path, totals: GoalResult) -> FileResult:
-    """Merge the file batch by batch, with its checksum record, in one transaction (rolled back on any error)."""
-    goal, remote = job.goal, job.remote
-    assert isinstance(goal, models.ImportProfiles)
-    merge_ctx = _merge_context(ctx, goal, remote.name, job.digest)
-    logger.debug("goal %s: merging %s in one transaction", goal.name, remote.path)
+def _record(conn: Any, job: FileJob, d: Local, run: str, now: float) -> int:
+    return queries.save_imported_file(conn, tables.ImportedFile(
+        goal=job.goal.name, path=d.remote.path, size=d.remote.size, mtime=d.remote.mtime, sha256=d.sha256,
+        config_digest=job.digest, listed_at=job.candidate.listed_at, imported_at=now, run=run))
+
+
+def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResult) -> list[FileResult]:
+    """Merge a lone file batch by batch, with its checksum record, in one transaction (rolled back on any error)."""
+    goal, (d,) = job.goal, locals_
+    assert d.plain is not None
+    merge_ctx = _merge_context(ctx, goal, d.remote.name, job.digest)
+    logger.debug("goal %s: merging %s in one transaction", goal.name, d.remote.path)
     now = time.time()
     with ctx.store.transaction(rollback=ctx.dry_run) as conn:
-        file_id = queries.save_imported_file(conn, tables.ImportedFile(
-            goal=goal.name, path=remote.path, size=remote.size, mtime=remote.mtime, sha256=sha256,
-            config_digest=job.digest, listed_at=job.candidate.listed_at, imported_at=now, run=ctx.run))
-        state, read_rejects = None, []
-        for data in csvio.batches(plain, goal.csv, label=remote.name, max_bytes=goal.max_file_bytes,
+        file_id = _record(conn, job, d, ctx.run, now)
+        state, rejects = None, []
+        for data in csvio.batches(d.plain, goal.csv, label=d.remote.name, max_bytes=goal.max_file_bytes,
                                   work_dir=ctx.work_dir, batch_rows=BATCH_ROWS):
+            processed = processors.run(job.steps, data.frame, label=d.remote.name)
             if state is None:
-                state = merge.start(ctx.store, conn, merge_ctx, data.frame.columns, file_id=file_id, now=now)
-            state.counts.rows_read += data.rows_read
-            read_rejects += data.rejects
-            merge.apply(ctx.store, conn, data.frame, state)
+                state = merge.start(ctx.store, conn, merge_ctx, processed.frame.columns, file_id=file_id, now=now)
+            counts = state.counts
+            counts.rows_read += data.rows_read
+            counts.rows_filtered += processed.filtered
+            counts.rows_rejected += len(data.rejects)
+            counts.cells_rejected += len(processed.rejects)
+            rejects += [*data.rejects, *processed.rejects]
+            merge.apply(ctx.store, conn, processed.frame, state)
+            joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
+            for unmatched, rejected in _events(ctx, conn, goal, joined, now).values():
+                counts.rows_unmatched += unmatched
+                counts.cells_rejected += len(rejected)
+                rejects += rejected
         assert state is not None
-        state.counts.rows_rejected += len(read_rejects)
-        _write_rejects(ctx, remote.path, [*read_rejects, *state.rejects])
+        _write_rejects(ctx, d.remote.path, [*rejects, *state.rejects])
         _check_reject_ratio(goal, state.counts)
-        totals.touch(*merge.finish(conn, state))
-    return FileResult(remote.path, "dry_run" if ctx.dry_run else "imported", sha256, state.counts)
+        totals.touch(*merge.finish(conn, [state]))
+    return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts)]
 
 
-def _merge_context(ctx: RunContext, goal: models.ImportProfiles, label: str, digest: str) -> merge.Context:
-    privacy = ctx.config.connector.privacy
-    return merge.Context(goal=goal, label=label, separator=goal.csv.multi_value_separator, digest=digest,
-                         indexed=ctx.indexed, objectives=tuple(privacy.objectives),
-                         consent_property=privacy.consent_property)
+def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResult) -> list[FileResult]:
+    """Join a root file with its linked files, then merge each file's mappings and import the events, all in
+    one transaction with the files' checksum records."""
+    goal = job.goal
+    parts = [linked.Part(d.entry, d.remote.name, csvio.read(d.plain, goal.csv, label=d.remote.name,
+                                                            max_bytes=goal.max_file_bytes, work_dir=ctx.work_dir))
+             for d in locals_ if d.plain is not None]
+    joined = linked.join(parts)
+    processed = processors.run(job.steps, joined.frame, label=parts[0].label)
+    joined.frame = processed.frame
+    linked.check_fields(goal, joined.frame.columns, joined.labels)
+    counts = {p.entry.name: merge.Counts(rows_read=p.data.rows_read, rows_rejected=len(p.data.rejects))
+              for p in parts}
+    counts[parts[0].entry.name].rows_filtered = processed.filtered
+    rejects = {p.entry.name: [*p.data.rejects, *joined.orphans.get(p.entry.name, [])] for p in parts}
+    rejects[parts[0].entry.name] += processed.rejects
+    counts[parts[0].entry.name].cells_rejected += len(processed.rejects)
+    for name, orphans in joined.orphans.items():
+        counts[name].orphans = len(orphans)
+    now = time.time()
+    with ctx.store.transaction(rollback=ctx.dry_run) as conn:
+        ids = {d.entry.name: _record(conn, job, d, ctx.run, now) for d in locals_}
+        states = []
+        for part in parts:
+            state = _merge_level(ctx, conn, job, joined, part, ids[part.entry.name], now)
+            if state is not None:
+                states.append(state)
+                _add(counts[part.entry.name], state.counts)
+                rejects[part.entry.name] += state.rejects
+        for name, (unmatched, rejected) in _events(ctx, conn, goal, joined, now).items():
+            counts[name].rows_unmatched += unmatched
+            counts[name].cells_rejected += len(rejected)
+            rejects[name] += rejected
+        for d in locals_:
+            _write_rejects(ctx, d.remote.path, rejects[d.entry.name])
+            _check_reject_ratio(goal, counts[d.entry.name])
+        if states:
+            totals.touch(*merge.finish(conn, states))
+    status = "dry_run" if ctx.dry_run else "imported"
+    return [FileResult(d.remote.path, status, d.sha256, counts[d.entry.name]) for d in locals_]
+
+
+def _merge_level(
+    ctx: RunContext, conn: Any, job: FileJob, joined: linked.Joined, part: linked.Part, file_id: int, now: float
+) -> merge.FileMerge | None:
+    """Merge one file of a linked set: the root's rows with the root's mappings, a child's rows (carrying
+    their root row's identifiers) with the mappings of the child's fields. None if nothing maps to it."""
+    goal, name = job.goal, part.entry.name
+    root = name == joined.root
+    own = frozenset(joined.fields(name))
+    mapped = {m.field for m in goal.mappings} | ({"*"} if goal.bulk_mapping and root else set())
+    if not root and not mapped & own:
+        return None
+    merge_ctx = _merge_context(ctx, goal, part.label, job.digest, level=own, root=root)
+    rows = joined.level(name, [] if root else [f for f, _ in merge_ctx.identifiers])
+    state = merge.start(ctx.store, conn, merge_ctx, rows.columns, file_id=file_id, now=now)
+    for start in range(0, max(rows.height, 1), BATCH_ROWS):
+        merge.apply(ctx.store, conn, rows.slice(start, BATCH_ROWS), state)
+    return state
+
+
+def _add(total: merge.Counts, more: merge.Counts) -> None:
+    for name, value in asdict(more).items():
+        if name not in ("rows_read",):
+            setattr(total, name, getattr(total, name) + value)
+
+
+def _events(
+    ctx: RunContext, conn: Any, goal: models.ImportProfiles | models.ImportGroups, joined: linked.Joined, now: float
+) -> dict[str, tuple[int, list[RowReject]]]:
+    """Import the goal's events from joined rows; return, by event file, (rows without a profile, rejects)."""
+    found: dict[str, tuple[int, list[RowReject]]] = {}
+    if not isinstance(goal, models.ImportProfiles):
+        return found
+    pairs = [(i.field, i.property) for i in goal.identifiers]
+    for spec in goal.events:
+        built, rejected = events.build(joined, spec, [f for f, _ in pairs])
+        outcome = events.write(ctx.store, conn, built, spec, identifiers=pairs, goal=goal.name, now=now)
+        unmatched, earlier = found.get(spec.file or joined.root, (0, []))
+        found[spec.file or joined.root] = (unmatched + outcome.unmatched, [*earlier, *rejected])
+    return found
+
+
+def _merge_context(
+    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, label: str, digest: str,
+    level: frozenset[str] | None = None, root: bool = True,
+) -> merge.Context:
+    return merge.context(goal, label=label, digest=digest, indexed=ctx.indexed, privacy=ctx.config.connector.privacy,
+                         level=level, root=root)
 
 
 def _check_reject_ratio(goal: models.ImportProfiles | models.ImportGroups, counts: merge.Counts) -> None:

@@ -143,6 +143,10 @@ def _create_schema(store: Store) -> None:
         elif int(version) > models.SCHEMA_VERSION:
             raise StoreError(f"the store has schema version {version}, newer than this connector "
                              f"({models.SCHEMA_VERSION}): upgrade sftp-connector")
+        elif int(version) < models.SCHEMA_VERSION:
+            # Versions so far only added tables, which create_all has just made.
+            conn.execute(sa.update(models.Meta).where(models.Meta.key == "schema_version").values(
+                value=str(models.SCHEMA_VERSION)))
 
 
 def _sql_type(dtype: pl.DataType) -> str:

@@ -15,7 +15,7 @@ from sqlalchemy import JSON, BigInteger, Column, Float, Index, LargeBinary, Text
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Identifier values are only ever compared for equality: byte order ("C") makes PostgreSQL's
 # index several times faster than a language collation, and is what SQLite does anyway.
@@ -47,6 +47,74 @@ class Identity(SQLModel, table=True):
     property: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
     value: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
     profile_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class GroupEntity(SQLModel, table=True):
+    """A group (household, company, …): laid out as a profile, its columns named in `group_property_column`.
+
+    Its identifier value is held by the property `@<type>` and indexed in `group_identity`.
+    """
+
+    __tablename__ = "group_entity"
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    type: str = Field(sa_column=Column(Text, nullable=False, index=True))
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    updated_at: float = Field(sa_column=Column(Float, nullable=False, index=True))
+
+
+class GroupPropertyColumn(SQLModel, table=True):
+    """Which column of `group_entity` holds a group property."""
+
+    __tablename__ = "group_property_column"
+    name: str = Field(sa_column=Column(Text, primary_key=True))
+    column: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+
+
+class GroupIdentity(SQLModel, table=True):
+    """Which group holds an identifier value (property `@<type>`)."""
+
+    __tablename__ = "group_identity"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    property: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
+    value: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
+    profile_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ProfileGroup(SQLModel, table=True):
+    """A profile's membership of a group, by the group's type and identifier value (the group may come later)."""
+
+    __tablename__ = "profile_group"
+    __table_args__ = (Index("ix_profile_group_group", "type", "key"), {"sqlite_with_rowid": False})
+    profile_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    type: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
+    key: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
+
+
+class Event(SQLModel, table=True):
+    """A timeline event of a profile; (type, event_id) is unique, so a re-import updates it in place."""
+
+    __tablename__ = "event"
+    __table_args__ = (UniqueConstraint("type", "event_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    type: str = Field(sa_column=Column(_BYTES_TEXT, nullable=False))
+    event_id: str = Field(sa_column=Column(_BYTES_TEXT, nullable=False))
+    profile_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    time: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    properties: str = Field(sa_column=Column(Text, nullable=False))
+    """A JSON object of strings."""
+    nested: str = Field(sa_column=Column(Text, nullable=False))
+    """A JSON object: nested list name → list of objects of strings."""
+    goal: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class Product(SQLModel, table=True):
+    """What imported orders say about a product: how many order lines bought it, and when last."""
+
+    __tablename__ = "product"
+    sku: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
+    times_bought: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_bought: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class ImportedFile(SQLModel, table=True):

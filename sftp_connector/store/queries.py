@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,56 +19,79 @@ from sftp_connector.store import models
 from sftp_connector.store.db import Store
 
 
-def has_identities(conn: Connection, prop: str) -> bool:
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """Where one kind of merged record lives: profiles, or groups laid out the same way."""
+
+    table: str
+    columns: Any
+    """The SQLModel table naming each property's column."""
+    identity: str
+    sequence: str
+
+
+PROFILES = Entity("profile", models.PropertyColumn, "identity", "profile_id_seq")
+GROUPS = Entity("group_entity", models.GroupPropertyColumn, "group_identity", "group_id_seq")
+
+
+def has_identities(conn: Connection, prop: str, entity: Entity = PROFILES) -> bool:
     """Given an identifier property, return True if any profile holds a value of it."""
-    return conn.execute(sa.text("SELECT 1 FROM identity WHERE property = :p LIMIT 1"), {"p": prop}).first() is not None
+    sql = f"SELECT 1 FROM {entity.identity} WHERE property = :p LIMIT 1"
+    return conn.execute(sa.text(sql), {"p": prop}).first() is not None
 
 
-def find_identities(store: Store, conn: Connection, prop: str, values: pl.Series) -> pl.DataFrame:
+def find_identities(
+    store: Store, conn: Connection, prop: str, values: pl.Series, entity: Entity = PROFILES
+) -> pl.DataFrame:
     """Given an identifier property and values, return (value, pid) for the values some profile holds."""
     empty = pl.DataFrame(schema={"value": pl.String, "pid": pl.Int64})
     values = values.drop_nulls().unique()
-    if values.is_empty() or not has_identities(conn, prop):
+    if values.is_empty() or not has_identities(conn, prop, entity):
         return empty
     # The values travel as one parameter: a JSON array on SQLite, an array on PostgreSQL.
     if store.is_sqlite:
-        sql = "SELECT value, profile_id FROM identity WHERE property = ? AND value IN (SELECT value FROM json_each(?))"
+        sql = (f"SELECT value, profile_id FROM {entity.identity} "
+               "WHERE property = ? AND value IN (SELECT value FROM json_each(?))")
         chunks = [(prop, orjson.dumps(values.slice(i, 50_000).to_list()).decode())
                   for i in range(0, values.len(), 50_000)]
     else:
         # COLLATE "C" as the index has it: with another collation the index cannot be used.
         sql = ("SELECT i.value, i.profile_id FROM unnest(%s::text[]) AS w(value) "
-               "JOIN identity i ON i.property = %s AND i.value = w.value COLLATE \"C\"")
+               f"JOIN {entity.identity} i ON i.property = %s AND i.value = w.value COLLATE \"C\"")
         # One query per batch: each query reads the property's index entries once, whatever its size.
         chunks = [(values.slice(i, 500_000).to_list(), prop) for i in range(0, values.len(), 500_000)]
     rows = [row for params in chunks for row in _fetch(conn, sql, params)]
     return pl.DataFrame(rows, schema=empty.schema, orient="row") if rows else empty
 
 
-def property_columns(store: Store, conn: Connection, props: Sequence[str]) -> dict[str, str]:
+def property_columns(
+    store: Store, conn: Connection, props: Sequence[str], entity: Entity = PROFILES
+) -> dict[str, str]:
     """Given property names, return the profile column of each, adding columns for new properties."""
-    table = models.PropertyColumn.__table__
+    table = entity.columns.__table__
     known = dict(conn.execute(sa.select(table.c.name, table.c.column)).all())
     for prop in props:
         if prop not in known:
             column = f"p_{len(known) + 1}"
-            conn.exec_driver_sql(f"ALTER TABLE profile ADD COLUMN {column} TEXT")
+            conn.exec_driver_sql(f"ALTER TABLE {entity.table} ADD COLUMN {column} TEXT")
             conn.execute(sa.insert(table).values(name=prop, column=column))
             known[prop] = column
     return {prop: known[prop] for prop in props}
 
 
-def all_property_columns(conn: Connection) -> dict[str, str]:
+def all_property_columns(conn: Connection, entity: Entity = PROFILES) -> dict[str, str]:
     """Return every property's profile column."""
-    table = models.PropertyColumn.__table__
+    table = entity.columns.__table__
     return dict(conn.execute(sa.select(table.c.name, table.c.column).order_by(table.c.column)).all())
 
 
-def property_values(store: Store, conn: Connection, ids: pl.Series, columns: dict[str, str]) -> pl.DataFrame:
+def property_values(
+    store: Store, conn: Connection, ids: pl.Series, columns: dict[str, str], entity: Entity = PROFILES
+) -> pl.DataFrame:
     """Given profile ids and {property: column}, return pid and each property's JSON array text (null: none)."""
     store.rows_into(conn, "wanted_profile", ids.unique().alias("id").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in columns.values())
-    rows = _fetch(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN profile p ON p.id = w.id")
+    rows = _fetch(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id")
     schema = {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)}
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
@@ -82,58 +106,63 @@ def _fetch(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple
         cursor.close()
 
 
-def reserve_profile_ids(store: Store, conn: Connection, count: int) -> list[int]:
+def reserve_profile_ids(store: Store, conn: Connection, count: int, entity: Entity = PROFILES) -> list[int]:
     """Given a count, return that many new profile ids (the caller holds the write lock on SQLite)."""
     if count == 0:
         return []
     if store.is_sqlite:
-        top = conn.exec_driver_sql("SELECT COALESCE(MAX(id), 0) FROM profile").scalar() or 0
+        top = conn.exec_driver_sql(f"SELECT COALESCE(MAX(id), 0) FROM {entity.table}").scalar() or 0
         return list(range(top + 1, top + 1 + count))
     # Every allocation takes this lock, so a block of `count` ids can be claimed at once. It is
     # released with the transaction (never left held by an error); imports that create
     # profiles therefore commit one after another, as they do on SQLite.
-    conn.exec_driver_sql("CREATE SEQUENCE IF NOT EXISTS profile_id_seq")
-    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('profile_id_seq'))")
-    first = conn.exec_driver_sql("SELECT nextval('profile_id_seq')").scalar_one()
-    conn.exec_driver_sql(f"SELECT setval('profile_id_seq', {int(first) + int(count) - 1})")
+    seq = entity.sequence
+    conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {seq}")
+    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock(hashtext('{seq}'))")
+    first = conn.exec_driver_sql(f"SELECT nextval('{seq}')").scalar_one()
+    conn.exec_driver_sql(f"SELECT setval('{seq}', {int(first) + int(count) - 1})")
     return list(range(first, first + count))
 
 
-def insert_profiles(store: Store, conn: Connection, frame: pl.DataFrame) -> None:
+def insert_profiles(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
     """Given a frame (id, created_at, updated_at, property columns), insert new profiles."""
-    store.rows_into(conn, "profile", frame)
+    store.rows_into(conn, entity.table, frame)
 
 
-def update_profiles(store: Store, conn: Connection, frame: pl.DataFrame, now: float) -> None:
+def update_profiles(
+    store: Store, conn: Connection, frame: pl.DataFrame, now: float, entity: Entity = PROFILES
+) -> None:
     """Given a frame (id, property columns), write those columns of those profiles and stamp them updated."""
     if frame.is_empty():
         return
     columns = frame.columns[1:]
     if store.is_sqlite:
         sets = ", ".join(f"{c} = ?" for c in columns)
-        store.executemany(conn, f"UPDATE profile SET {sets}, updated_at = ? WHERE id = ?",
+        store.executemany(conn, f"UPDATE {entity.table} SET {sets}, updated_at = ? WHERE id = ?",
                           ((*row[1:], now, row[0]) for row in frame.iter_rows()))
         return
     store.rows_into(conn, "profile_change", frame, temp=True)
     sets = ", ".join(f"{c} = t.{c}" for c in columns)
-    conn.execute(sa.text(f"UPDATE profile p SET {sets}, updated_at = :now FROM profile_change t WHERE p.id = t.id"),
+    conn.execute(sa.text(f"UPDATE {entity.table} p SET {sets}, updated_at = :now FROM profile_change t "
+                         "WHERE p.id = t.id"),
                  {"now": now})
 
 
-def claim_identities(store: Store, conn: Connection, frame: pl.DataFrame) -> None:
+def claim_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
     """Given (property, value, profile_id) rows, index them; a value already held keeps its profile."""
-    _identity_change(store, conn, frame, "INSERT INTO identity (property, value, profile_id) {rows} "
+    _identity_change(store, conn, frame, f"INSERT INTO {entity.identity} (property, value, profile_id) {{rows}} "
                                          "ON CONFLICT (property, value) DO NOTHING")
 
 
-def release_identities(store: Store, conn: Connection, frame: pl.DataFrame) -> None:
+def release_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
     """Given (property, value, profile_id) rows, drop them from the index where that profile holds them."""
     if store.is_sqlite:
-        store.executemany(conn, "DELETE FROM identity WHERE property = ? AND value = ? AND profile_id = ?",
+        store.executemany(conn, f"DELETE FROM {entity.identity} WHERE property = ? AND value = ? AND profile_id = ?",
                           frame.iter_rows())
         return
-    _identity_change(store, conn, frame, "DELETE FROM identity i USING ({rows}) t WHERE i.property = t.property "
-                                         "AND i.value = t.value AND i.profile_id = t.profile_id")
+    _identity_change(store, conn, frame, f"DELETE FROM {entity.identity} i USING ({{rows}}) t "
+                                         "WHERE i.property = t.property AND i.value = t.value "
+                                         "AND i.profile_id = t.profile_id")
 
 
 def _identity_change(store: Store, conn: Connection, frame: pl.DataFrame, sql: str) -> None:
@@ -201,11 +230,11 @@ def remember_goal_profiles(conn: Connection, goal: str, ids: pl.Series) -> None:
         conn.execute(sa.update(table).where(table.c.goal == goal).values(**values))
 
 
-def touched_counts(conn: Connection, now: float) -> tuple[int, int]:
+def touched_counts(conn: Connection, now: float, entity: Entity = PROFILES) -> tuple[int, int]:
     """Given the timestamp a file's merge wrote, return (profiles created, profiles updated) by it."""
     row = conn.execute(sa.text(
         "SELECT COALESCE(SUM(CASE WHEN created_at = :now THEN 1 ELSE 0 END), 0), COUNT(*) "
-        "FROM profile WHERE updated_at = :now"), {"now": now}).one()
+        f"FROM {entity.table} WHERE updated_at = :now"), {"now": now}).one()
     return int(row[0]), int(row[1]) - int(row[0])
 
 
@@ -216,18 +245,44 @@ def goal_profile_count(conn: Connection, goal: str) -> int:
 
 
 def iter_profiles(conn: Connection, batch: int = 10_000, *, only: int | None = None) -> Iterator[dict[str, Any]]:
-    """Yield every profile (or only the one with id `only`) as a dict (id, properties, created_at,
+    """Yield every profile (or only the one with id `only`) as a dict (id, properties, groups, created_at,
     updated_at), in id order.
     """
-    columns = all_property_columns(conn)
+    names = list(all_property_columns(conn))
+    for rows in _pages(conn, "profile", all_property_columns(conn), batch, only=only):
+        links: dict[int, dict[str, list[str]]] = {}
+        for pid, kind, key in _fetch(conn, "SELECT profile_id, type, key FROM profile_group WHERE profile_id "
+                                           f"BETWEEN {int(rows[0][0])} AND {int(rows[-1][0])} "
+                                           "ORDER BY profile_id, type, key"):
+            links.setdefault(pid, {}).setdefault(kind, []).append(key)
+        for row in rows:
+            yield {**_properties(row, names), "groups": links.get(row[0], {})}
+
+
+def iter_groups(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any]]:
+    """Yield every group as a dict (type, id: its identifier value, properties, created_at, updated_at)."""
+    columns = all_property_columns(conn, GROUPS)
+    names = list(columns)
+    for rows in _pages(conn, "group_entity", columns, batch, extra=", type"):
+        for row in rows:
+            kind, record = row[-1], _properties(row[:-1], names)
+            key = record["properties"].pop(f"@{kind}", [None])[0]
+            yield {"type": kind, "id": key, "properties": record["properties"], "created_at": record["created_at"],
+                   "updated_at": record["updated_at"]}
+
+
+def _pages(
+    conn: Connection, table: str, columns: dict[str, str], batch: int, *, only: int | None = None, extra: str = ""
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Yield the rows (id, created_at, updated_at, property columns…, extra) of a table, a page at a time."""
     picks = "".join(f", {column}" for column in columns.values())
     just = f" AND id = {int(only)}" if only is not None else ""
     last = 0
     while True:
-        rows = _fetch(conn, f"SELECT id, created_at, updated_at{picks} FROM profile WHERE id > {int(last)}{just} "
-                            f"ORDER BY id LIMIT {int(batch)}")
-        for row in rows:
-            yield _profile(row, list(columns))
+        rows = _fetch(conn, f"SELECT id, created_at, updated_at{picks}{extra} FROM {table} "
+                            f"WHERE id > {int(last)}{just} ORDER BY id LIMIT {int(batch)}")
+        if rows:
+            yield rows
         if len(rows) < batch:
             return
         last = rows[-1][0]
@@ -249,6 +304,92 @@ def profile_by(conn: Connection, prop: str, value: str) -> dict[str, Any] | None
     return None
 
 
-def _profile(row: Sequence[Any], names: list[str]) -> dict[str, Any]:
+def _properties(row: Sequence[Any], names: list[str]) -> dict[str, Any]:
     properties = {name: orjson.loads(text) for name, text in zip(names, row[3:], strict=True) if text is not None}
     return {"id": row[0], "properties": properties, "created_at": row[1], "updated_at": row[2]}
+
+
+# ── group links, events, products ─────────────────────────────────────────────────────
+
+
+def link_groups(store: Store, conn: Connection, links: pl.DataFrame, *, replace: bool) -> None:
+    """Given (profile_id, type, key) rows, link those profiles to those groups.
+
+    With replace, each named profile's earlier links of the named types are dropped first.
+    """
+    if links.is_empty():
+        return
+    if replace:
+        gone = links.select("profile_id", "type").unique()
+        if store.is_sqlite:
+            store.executemany(conn, "DELETE FROM profile_group WHERE profile_id = ? AND type = ?", gone.iter_rows())
+        else:
+            store.rows_into(conn, "link_change", gone, temp=True)
+            conn.exec_driver_sql("DELETE FROM profile_group g USING link_change t "
+                                 "WHERE g.profile_id = t.profile_id AND g.type = t.type")
+    rows = links.select("profile_id", "type", "key").unique()
+    if store.is_sqlite:
+        store.executemany(conn, "INSERT INTO profile_group (profile_id, type, key) VALUES (?, ?, ?) "
+                                "ON CONFLICT DO NOTHING", rows.iter_rows())
+        return
+    store.rows_into(conn, "link_new", rows, temp=True)
+    conn.exec_driver_sql("INSERT INTO profile_group (profile_id, type, key) SELECT profile_id, type, key "
+                         "FROM link_new ON CONFLICT DO NOTHING")
+
+
+def stored_events(store: Store, conn: Connection, kind: str, ids: pl.Series) -> pl.DataFrame:
+    """Given an event type and event ids, return (event_id, time, nested) of those already stored."""
+    schema = {"event_id": pl.String, "time": pl.String, "nested": pl.String}
+    ids = ids.drop_nulls().unique()
+    if ids.is_empty():
+        return pl.DataFrame(schema=schema)
+    store.rows_into(conn, "wanted_event", ids.alias("event_id").to_frame(), temp=True, analyze=True)
+    rows = _fetch(conn, "SELECT e.event_id, e.time, e.nested FROM wanted_event w JOIN event e "
+                        f"ON e.type = {_param(store)} AND e.event_id = w.event_id", (kind,))
+    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+
+
+def upsert_events(store: Store, conn: Connection, events: pl.DataFrame) -> None:
+    """Given (type, event_id, profile_id, time, properties, nested, goal, updated_at) rows, insert or update them."""
+    if events.is_empty():
+        return
+    columns = ["type", "event_id", "profile_id", "time", "properties", "nested", "goal", "updated_at"]
+    sets = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
+    store.executemany(conn, f"INSERT INTO event ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                            f"ON CONFLICT (type, event_id) DO UPDATE SET {sets}", events.select(columns).iter_rows())
+
+
+def count_products(store: Store, conn: Connection, changes: pl.DataFrame) -> None:
+    """Given (sku, times_bought delta, last_bought) rows, add them to the product table."""
+    if changes.is_empty():
+        return
+    latest = "MAX" if store.is_sqlite else "GREATEST"
+    store.executemany(conn, "INSERT INTO product (sku, times_bought, last_bought) VALUES (?, ?, ?) "
+                            "ON CONFLICT (sku) DO UPDATE SET times_bought = product.times_bought + "
+                            f"excluded.times_bought, last_bought = {latest}(COALESCE(product.last_bought, ''), "
+                            "COALESCE(excluded.last_bought, ''))",
+                      changes.select("sku", "times_bought", "last_bought").iter_rows())
+
+
+def iter_events(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any]]:
+    """Yield every event as a dict (profile_id, type, id, time, properties, nested), in storage order."""
+    last = 0
+    while True:
+        rows = _fetch(conn, "SELECT id, profile_id, type, event_id, time, properties, nested FROM event "
+                            f"WHERE id > {int(last)} ORDER BY id LIMIT {int(batch)}")
+        for _, pid, kind, event_id, time, properties, nested in rows:
+            yield {"profile_id": pid, "type": kind, "id": event_id, "time": time,
+                   "properties": orjson.loads(properties), "nested": orjson.loads(nested)}
+        if len(rows) < batch:
+            return
+        last = rows[-1][0]
+
+
+def iter_products(conn: Connection) -> Iterator[dict[str, Any]]:
+    """Yield every product (sku, times_bought, last_bought), by sku."""
+    for sku, times, last in _fetch(conn, "SELECT sku, times_bought, last_bought FROM product ORDER BY sku"):
+        yield {"sku": sku, "times_bought": times, "last_bought": last or None}
+
+
+def _param(store: Store) -> str:
+    return "?" if store.is_sqlite else "%s"
