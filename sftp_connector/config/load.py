@@ -18,6 +18,7 @@ import orjson
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from sftp_connector import processors
 from sftp_connector.config import models
 from sftp_connector.errors import ConfigError
 
@@ -206,9 +207,22 @@ def _load_goals(directory: Path, problems: list[str]) -> tuple[list[Any], dict[s
         if goal.name in files:
             problems.append(f"{label}: goal name {goal.name!r} is also used by goals/{files[goal.name].name}")
             continue
+        if isinstance(goal, models.ImportGoalBase):
+            problems += [f"{label}: {problem}" for problem in _processor_problems(goal)]
         goals.append(goal)
         files[goal.name] = file
     return goals, files
+
+
+def _processor_problems(goal: models.ImportGoalBase) -> list[str]:
+    """Build the goal's processors once, so that an unknown type or bad option stops the run before it starts."""
+    if not goal.processors:
+        return []
+    try:
+        processors.build(goal.processors)
+    except ConfigError as exc:
+        return exc.problems
+    return []
 
 
 def _resolve_paths(connector: models.Connector, base: Path) -> models.Connector:

@@ -332,12 +332,25 @@ class ImportProfiles(ImportGoalBase):
 
     @model_validator(mode="after")
     def _events_name_files(self) -> ImportProfiles:
-        names = {entry.name for entry in self.files}
+        root = self.files[0].name
+        parents = {entry.name: entry.parent or root for entry in self.files[1:]}
         for event in self.events:
             for file in [event.file, *(n.file for n in event.nested)]:
-                if file is not None and file not in names:
+                if file is not None and file != root and file not in parents:
                     raise ValueError(f"event {event.type}: file {file} is not a file of this goal")
+            for nested in event.nested:
+                if (event.file or root) not in _ancestors(nested.file, parents):
+                    raise ValueError(f"event {event.type}: nested {nested.name} reads {nested.file}, which is not "
+                                     f"linked below {event.file or root}")
         return self
+
+
+def _ancestors(name: str, parents: dict[str, str]) -> list[str]:
+    """A file entry and the entries above it, up to the root."""
+    chain = [name]
+    while chain[-1] in parents and len(chain) <= len(parents):
+        chain.append(parents[chain[-1]])
+    return chain
 
 
 class GroupIdentifier(Model):

@@ -201,7 +201,7 @@ class Local:
 
 
 def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileResult]:
-    downloaded = [_download(ctx, job, entry, remote) for entry, remote in job.members]
+    downloaded = [_download(ctx, job.goal, entry, remote) for entry, remote in job.members]
     if all(files.unchanged_by_content(d.sha256, job.records.get(d.remote.path), job.digest, ctx.force)
            for d in downloaded):
         for d in downloaded:
@@ -220,14 +220,28 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
     return results
 
 
+def fetch(
+    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, entry: models.FileEntry,
+    remote: sftp.RemoteFile,
+) -> Local:
+    """Given a listed file of the goal, download and decrypt it into the run's work folder (as `preview`
+    needs); the caller removes it. Raise GoalError if a stage fails."""
+    downloaded = _download(ctx, goal, entry, remote)
+    plain, signer = _decrypt(ctx, goal, _local(ctx, remote), downloaded)
+    return replace(downloaded, plain=plain, signer=signer)
+
+
 def _local(ctx: RunContext, remote: sftp.RemoteFile) -> Path:
     return ctx.work_dir / sftp.local_name(remote.path)
 
 
-def _download(ctx: RunContext, job: FileJob, entry: models.FileEntry, remote: sftp.RemoteFile) -> Local:
+def _download(
+    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, entry: models.FileEntry,
+    remote: sftp.RemoteFile,
+) -> Local:
     report = ctx.progress
     local = _local(ctx, remote)
-    ctx.session().download(remote, local, max_bytes=job.goal.max_file_bytes,
+    ctx.session().download(remote, local, max_bytes=goal.max_file_bytes,
                            progress=(lambda done: report(remote.name, done, remote.size)) if report else None)
     return Local(entry, remote, _sha256(local))
 

@@ -215,3 +215,40 @@ def test_groups_then_profiles_linked_to_them(deployment: Deployment) -> None:
     assert first["created_at"].endswith("Z")
     profile = yaml.safe_load(deployment.cli("profiles", "get", "--by", "email=b@x.com").stdout)
     assert profile["groups"] == {"household": ["H2"]}
+
+
+def test_events_from_a_lone_file_and_the_dumps(deployment: Deployment) -> None:
+    deployment.write_goal("orders", {
+        "kind": "import-profiles", "name": "orders",
+        "files": [{"name": "orders", "directory": "in/orders", "pattern": "flat_*.csv"}],
+        "stable_after_s": 0, "identifiers": [{"field": "email", "property": "email"}],
+        "mappings": [{"field": "amount", "property": "spent", "rule": "sum"}],
+        "events": [{"type": "purchase", "id": "order_id", "time": "at", "properties": {"total": "amount"},
+                    "nested": [], "product_store": False}],
+    })
+    deployment.put("in/orders/flat_1.csv", "email,order_id,amount,at\na@x.com,P1,5,2026-11-01T12:00:00Z\n"
+                   "a@x.com,P2,6,yesterday\nb@x.com,,1,2026-11-02\n", mtime=OLD)
+    result = deployment.run()
+    assert result.status == "success", result
+    counts = result.goals[0].files[0].counts
+    assert counts.rows_applied == 3 and counts.cells_rejected == 2
+    assert [(e["id"], e["time"], e["properties"]) for e in deployment.read("events")] == [
+        ("P1", "2026-11-01T12:00:00Z", {"total": "5"})]
+    dumped = deployment.cli("events", "dump")
+    assert dumped.returncode == 0, dumped.stderr
+    event = yaml.safe_load(dumped.stdout)
+    assert event["type"] == "purchase" and event["nested"] == {} and isinstance(event["profile_id"], str)
+    products = deployment.cli("products", "dump")
+    assert products.returncode == 0 and products.stdout == ""
+
+
+def test_dry_run_of_a_linked_set_writes_nothing(deployment: Deployment) -> None:
+    deployment.write_goal("shop", {**GOAL, "after_import": "delete"})
+    drop(deployment, 1, CUSTOMERS_1, ORDERS_1, LINES_1)
+    result = deployment.run(dry_run=True)
+    assert result.status == "success", result
+    assert {s for _, s in statuses(result)} == {"dry_run"}
+    assert deployment.profiles() == [] and deployment.read("events") == [] and deployment.read("products") == []
+    assert deployment.remote_path("in/orders/orders_1.csv.gpg").exists()
+    assert {s for _, s in statuses(deployment.run())} == {"imported"}
+    assert not deployment.remote_path("in/orders/orders_1.csv.gpg").exists()
