@@ -121,6 +121,29 @@ def validate(
     out.print(f"configuration OK: {len(config.goals)} goal(s) in {config.base_dir / 'goals'}", markup=False)
 
 
+@app.command("preview")
+def preview_command(
+    goal: Annotated[str, typer.Argument(help="The import goal to preview.")],
+    rows: Annotated[int, typer.Option("--rows", min=0, help="Rows of each file to show.")] = 10,
+) -> None:
+    """Show an import goal's matched files, detected columns and first rows (decrypted); change nothing."""
+    from sftp_connector import preview
+
+    config = _config()
+    store = _store(config)
+    try:
+        preview.show(config, store, goal, rows=rows, console=out)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"preview: {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    except GoalError as exc:
+        err.print(f"preview failed: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    finally:
+        store.dispose()
+
+
 def _overlaps(config: load.Config) -> list[str]:
     """Return a warning for every property that more than one goal writes."""
     writers: dict[str, list[str]] = {}

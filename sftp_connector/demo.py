@@ -1,5 +1,6 @@
 """A self-contained tour: an SFTP server on 127.0.0.1 inside this process, a partner who drops
-encrypted customer files on it, the connector importing them with every merge rule, a summary.
+encrypted household, customer and order files on it, the connector importing them (groups, every
+merge rule, linked files, timeline events, the product store), a summary.
 
 The partner side (key generation, encryption) uses gpg directly, as a partner would; the
 connector side goes through the same configuration, runner and store as production.
@@ -32,19 +33,56 @@ logger = logging.getLogger(__name__)
 PASSPHRASE = "demo passphrase, not a secret"
 
 CUSTOMERS_1 = [
-    ["customer_id", "email", "first_name", "phone", "fax", "interests", "points", "newsletter"],
-    ["C1", "ada@example.com", "Ada", "+31 20 555 0101", "020 555 0199", "books|chess", "120", "yes"],
-    ["C2", "bob@example.com", "Bob", "", "", "cycling", "40", "no"],
-    ["C3", "cleo@example.com", "Cleo", "+32 2 555 0303", "", "travel|books", "75", "yes"],
-    ["C4", "dan@example.com", "Dan", "", "030 555 0404", "", "not-a-number", "yes"],
-    ["C5", "eve@example.com", "Eve", "+31 10 555 0505", "", "chess", "10", "no"],
+    ["customer_id", "email", "first_name", "phone", "fax", "interests", "points", "newsletter", "household"],
+    ["C1", "ada@example.com", "Ada", "+31 20 555 0101", "020 555 0199", "books|chess", "120", "yes", "H1"],
+    ["C2", "bob@example.com", "Bob", "", "", "cycling", "40", "no", "H1"],
+    ["C3", "cleo@example.com", "Cleo", "+32 2 555 0303", "", "travel|books", "75", "yes", "H2"],
+    ["C4", "dan@example.com", "Dan", "", "030 555 0404", "", "not-a-number", "yes", ""],
+    ["C5", "eve@example.com", "Eve", "+31 10 555 0505", "", "chess", "10", "no", "H2"],
 ]
 CUSTOMERS_2 = [
     CUSTOMERS_1[0],
-    ["C1", "ada@example.com", "Ada", "+31 6 9999 0000", "", "books|running", "30", "yes"],
-    ["C2", "bob@example.com", "Robert", "+31 6 5555 1234", "", "", "5", "yes"],
-    ["C6", "fay@example.com", "Fay", "", "", "travel", "60", "yes"],
+    ["C1", "ada@example.com", "Ada", "+31 6 9999 0000", "", "books|running", "30", "yes", ""],
+    ["C2", "bob@example.com", "Robert", "+31 6 5555 1234", "", "", "5", "yes", "H2"],
+    ["C6", "fay@example.com", "Fay", "", "", "travel", "60", "yes", ""],
 ]
+HOUSEHOLDS = [["household_id", "street", "city"], ["H1", "Keizersgracht 1", "Amsterdam"],
+              ["H2", "Grote Markt 2", "Brussel"]]
+ORDERS = [["order_id", "email", "amount", "ordered_at"], ["O1", "ada@example.com", "25.50", "2026-11-01T09:30:00Z"],
+          ["O2", "ada@example.com", "12", "2026-11-03"], ["O3", "cleo@example.com", "40", "2026-11-02T18:00:00+01:00"]]
+ORDER_LINES = [["order_id", "sku", "qty"], ["O1", "BOOK-1", "1"], ["O1", "CHESS-2", "1"], ["O2", "BOOK-1", "2"],
+               ["O3", "MAP-7", "1"]]
+
+HOUSEHOLDS_GOAL = """\
+kind: import-groups
+name: households
+group_type: household
+files: [{name: households, directory: in/households, pattern: "households_*.csv.gpg"}]
+stable_after_s: 0
+identifier: {field: household_id}
+mappings:
+  - {field: street, property: street}
+  - {field: city, property: city}
+"""
+
+ORDERS_GOAL = """\
+kind: import-profiles
+name: orders
+files:
+  - {name: orders, directory: in/orders, pattern: "orders_*.csv.gpg"}
+  - {name: lines, directory: in/orders, pattern: "lines_*.csv.gpg", link: {parent: order_id, child: order_id}}
+stable_after_s: 0
+allow_new_profiles: false
+identifiers: [{field: email, property: email}]
+mappings: [{field: amount, property: total_spent, rule: sum}]
+events:
+  - type: order
+    id: order_id
+    time: ordered_at
+    properties: {total: amount}
+    nested: [{name: products, file: lines, properties: {sku: sku, quantity: qty}}]
+    product_store: true
+"""
 
 GOAL = """\
 kind: import-profiles
@@ -64,6 +102,7 @@ mappings:
   - {field: interests, property: interests, rule: add}
   - {field: points, property: loyalty_points, rule: sum}
   - {field: newsletter, property: newsletter, rule: set}
+groups: [{type: household, field: household}]
 """
 
 
@@ -80,22 +119,27 @@ def main(keep: Path | None, console: Console) -> int:
 
 def _tour(base: Path, console: Console) -> int:
     server_root = base / "server"
-    (server_root / "in" / "customers").mkdir(parents=True, exist_ok=True)
+    for folder in ("customers", "households", "orders"):
+        (server_root / "in" / folder).mkdir(parents=True, exist_ok=True)
     client_key = _ssh_key(base / "keys" / "id_ed25519")
     logging.getLogger("sftp_connector.loopback").setLevel(logging.WARNING)
     partner = _partner_keys(base)
     with loopback.LoopbackServer(server_root, username="partner", authorized_key=client_key) as server:
         _write_config(base, server)
         console.print(f"[bold]1.[/] SFTP server on {server.host}:{server.port} ({server.fingerprint()}); "
-                      "the partner drops customers_001.csv.gpg")
-        _drop(partner, server_root, "customers_001.csv", CUSTOMERS_1)
+                      "the partner drops households_001, customers_001, and orders_001 with its order lines")
+        _drop(partner, server_root, "households/households_001.csv", HOUSEHOLDS)
+        _drop(partner, server_root, "customers/customers_001.csv", CUSTOMERS_1)
+        _drop(partner, server_root, "orders/orders_001.csv", ORDERS)
+        _drop(partner, server_root, "orders/lines_001.csv", ORDER_LINES)
         code = _run(base, console)
         console.print("[bold]2.[/] the partner drops customers_002.csv.gpg with changes and a new customer")
-        _drop(partner, server_root, "customers_002.csv", CUSTOMERS_2)
+        _drop(partner, server_root, "customers/customers_002.csv", CUSTOMERS_2)
         code = max(code, _run(base, console))
-        console.print("[bold]3.[/] nothing new: the next run skips both files without downloading them")
+        console.print("[bold]3.[/] nothing new: the next run skips every file without downloading it")
         code = max(code, _run(base, console))
         _show_profiles(base, console)
+        _show_events(base, console)
     shutil.rmtree(partner.gnupghome, ignore_errors=True)
     console.print(f"rejected cells are in {base / 'state' / 'rejects'} (kept with --keep)", markup=False)
     return code
@@ -134,6 +178,8 @@ def _write_config(base: Path, server: loopback.LoopbackServer) -> None:
     (base / "keys" / "known_hosts").write_text(server.known_hosts_line() + "\n")
     (base / "goals").mkdir(exist_ok=True)
     (base / "goals" / "customers.yaml").write_text(GOAL)
+    (base / "goals" / "households.yaml").write_text(HOUSEHOLDS_GOAL)
+    (base / "goals" / "orders.yaml").write_text(ORDERS_GOAL)
     (base / "connector.yaml").write_text(textwrap.dedent(f"""\
         name: demo
         sftp:
@@ -157,7 +203,7 @@ def _drop(partner: gnupg.GPG, root: Path, name: str, rows: list[list[str]]) -> N
     """Encrypt a CSV to the connector's key as the partner would, and put it on the server."""
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
-    target = root / "in" / "customers" / (name + ".gpg")
+    target = root / "in" / (name + ".gpg")
     result = partner.encrypt(text.getvalue(), partner.demo_fingerprint,  # type: ignore[attr-defined]
                              armor=False, always_trust=True, output=str(target))
     if not result.ok:
@@ -179,12 +225,34 @@ def _show_profiles(base: Path, console: Console) -> None:
     config = load.load(base / "connector.yaml")
     store = db.open_store(config.connector.store.url)
     table = Table(title="profiles")
-    columns = ["crm_id", "email", "first_name", "phone", "fax", "interests", "loyalty_points", "newsletter"]
-    for column in ["id", *columns]:
+    columns = ["crm_id", "email", "first_name", "phone", "fax", "interests", "loyalty_points", "newsletter",
+               "total_spent"]
+    for column in ["id", *columns, "household"]:
         table.add_column(column)
     with store.engine.connect() as conn:
         for profile in queries.iter_profiles(conn):
             props = profile["properties"]
-            table.add_row(str(profile["id"]), *("|".join(map(str, props.get(c, []))) for c in columns))
+            table.add_row(str(profile["id"]), *("|".join(map(str, props.get(c, []))) for c in columns),
+                          "|".join(profile["groups"].get("household", [])))
     store.dispose()
     console.print(table)
+
+
+def _show_events(base: Path, console: Console) -> None:
+    config = load.load(base / "connector.yaml")
+    store = db.open_store(config.connector.store.url)
+    events, products = Table(title="timeline events"), Table(title="product store")
+    for column in ("profile", "type", "id", "time", "total", "products"):
+        events.add_column(column)
+    for column in ("sku", "times bought", "last bought"):
+        products.add_column(column)
+    with store.engine.connect() as conn:
+        for event in queries.iter_events(conn):
+            items = ", ".join(f"{i['sku']} x {i['quantity']}" for i in event["nested"].get("products", []))
+            events.add_row(str(event["profile_id"]), event["type"], event["id"], event["time"] or "",
+                           event["properties"].get("total") or "", items)
+        for product in queries.iter_products(conn):
+            products.add_row(product["sku"], str(product["times_bought"]), product["last_bought"] or "")
+    store.dispose()
+    console.print(events)
+    console.print(products)

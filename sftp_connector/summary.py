@@ -40,9 +40,15 @@ def print_summary(result: RunResult, console: Console) -> None:
         if shown and skipped:
             table.add_row(goal.goal, f"{skipped} unchanged file(s)", "skipped_unchanged", "", "", "", "", "")
     console.print(table)
-    created = sum(g.profiles_created for g in result.goals)
-    updated = sum(g.profiles_updated for g in result.goals)
-    console.print(f"{result.status}: {created} profiles created, {updated} updated", markup=False, highlight=False)
+    console.print(f"{result.status}: {_touched(result, 'profiles')}" + (
+        f"; {_touched(result, 'groups')}" if any(g.kind == "import-groups" for g in result.goals) else ""),
+        markup=False, highlight=False)
+
+
+def _touched(result: RunResult, what: str) -> str:
+    """Created and updated counts of profiles (profile goals) or groups (import-groups goals)."""
+    goals = [g for g in result.goals if (g.kind == "import-groups") == (what == "groups")]
+    return f"{sum(g.profiles_created for g in goals)} {what} created, {sum(g.profiles_updated for g in goals)} updated"
 
 
 @contextmanager

@@ -262,7 +262,8 @@ def _decrypt(
         outcome = pgp.decrypt(ctx.keyring(), local, plain, passphrase=passphrase,
                               require_signers=settings.decrypt.require_signature_from, max_bytes=goal.max_file_bytes)
     except GoalError as exc:
-        raise exc.located(file=downloaded.remote.path) from None
+        exc.file = downloaded.remote.path  # not the local temp copy pgp was given: that means nothing to operators
+        raise
     local.unlink(missing_ok=True)
     return plain, outcome.signer or outcome.signer_key_id
 

@@ -15,10 +15,13 @@ def test_demo_tours_an_import_and_keeps_its_folder(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=180, env={**os.environ, "PYTHONPATH": str(ROOT)},
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "success: 5 profiles created, 0 updated" in done.stdout
-    assert "success: 1 profiles created, 2 updated" in done.stdout
-    assert "1 unchanged file(s)" in done.stdout  # run 2 skips the first file
+    # Run 1: households, then customers, then orders (which add total_spent to two customers).
+    assert "success: 5 profiles created, 2 updated; 2 groups created, 0 updated" in done.stdout
+    assert "success: 1 profiles created, 2 updated; 0 groups created, 0 updated" in done.stdout
+    assert "1 unchanged file(s)" in done.stdout  # run 2 skips the first customers file
     assert "2 unchanged file(s)" in done.stdout  # run 3 skips both
+    assert "BOOK-1 x 1, CHESS-2 x 1" in done.stdout  # an event with its nested products
+    assert "37.5" in done.stdout  # orders.amount summed into total_spent
     assert "books|chess|running" in done.stdout  # add
     assert "Robert" in done.stdout  # set
     assert (tmp_path / "demo" / "state" / "connector.db").exists()

@@ -115,7 +115,9 @@ def test_wrong_passphrase_fails_the_file_and_it_is_retried(
     deployment.put_encrypted("in/customers_2.csv.gpg", "email,name\nb@x.com,B\n", mtime=OLD)
     monkeypatch.setenv("TEST_PGP_PASSPHRASE", "wrong")
     failed = deployment.run()
-    assert "wrong passphrase" in failed.goals[0].files[-1].error
+    error = failed.goals[0].files[-1].error
+    assert "wrong passphrase" in error
+    assert error.startswith(f"goal customers, file {deployment.remote.remote}/in/customers_2.csv.gpg: "), error
     monkeypatch.setenv("TEST_PGP_PASSPHRASE", deployment.keys.passphrase)
     again = deployment.run()
     assert statuses(again)[-1] == ("customers_2.csv.gpg", "imported")
