@@ -20,7 +20,7 @@ from sftp_connector import csvio, files, linked, processors, sftp
 from sftp_connector.config import models
 from sftp_connector.config.load import Config
 from sftp_connector.errors import ConfigError, GoalError, InputError
-from sftp_connector.goals import imports, runner
+from sftp_connector.goals import imports, runner, selection
 from sftp_connector.goals.context import RunContext
 from sftp_connector.store.db import Store
 
@@ -75,7 +75,7 @@ def _print_header(console: Console, goal: ImportGoal) -> None:
 # ── files and linked sets ────────────────────────────────────────────────────────────
 
 
-def _print_files(console: Console, ctx: RunContext, goal: ImportGoal) -> list[imports.Candidate]:
+def _print_files(console: Console, ctx: RunContext, goal: ImportGoal) -> list[selection.Candidate]:
     """Print every file entry's matched files and each root file's linked set; return the root files."""
     table = Table(title="matched files")
     for column in ("entry", "file", "wildcard", "size", "modified (UTC)"):
@@ -86,7 +86,7 @@ def _print_files(console: Console, ctx: RunContext, goal: ImportGoal) -> list[im
             table.add_row(entry.name, Text(remote.path), Text(match.wildcard or ""), _size(remote.size),
                           datetime.fromtimestamp(remote.mtime, UTC).strftime("%Y-%m-%d %H:%M:%S"))
     console.print(table)
-    candidates = imports.select(ctx, goal)
+    candidates = selection.select(ctx, goal)
     if len(goal.files) > 1:
         console.print("linked sets (paired by wildcard value):", markup=False, highlight=False)
         for candidate in candidates:
@@ -101,7 +101,7 @@ def _matched(ctx: RunContext, goal: ImportGoal, entry: models.FileEntry) -> list
     return files.match(entry, [r for r in listing if not files.is_marker(goal.done_marker, r.name, names)])
 
 
-def _pairing(candidate: imports.Candidate) -> str:
+def _pairing(candidate: selection.Candidate) -> str:
     root = candidate.match
     line = f"{root.remote.name} [{root.wildcard or 'no wildcard'}]"
     if candidate.linked:
@@ -111,7 +111,7 @@ def _pairing(candidate: imports.Candidate) -> str:
     return line if candidate.ready else line + " (not ready: no done marker yet)"
 
 
-def _chosen(candidates: list[imports.Candidate]) -> imports.Candidate | None:
+def _chosen(candidates: list[selection.Candidate]) -> selection.Candidate | None:
     """The set to read: the first complete one in name order, else the first."""
     return next((c for c in candidates if not c.missing), candidates[0] if candidates else None)
 
@@ -126,7 +126,7 @@ def _size(size: int) -> str:
 # ── reading the set ──────────────────────────────────────────────────────────────────
 
 
-def _read_set(ctx: RunContext, goal: ImportGoal, candidate: imports.Candidate, console: Console) -> list[linked.Part]:
+def _read_set(ctx: RunContext, goal: ImportGoal, candidate: selection.Candidate, console: Console) -> list[linked.Part]:
     """Download, decrypt and read each file of the set; the plaintext is deleted as soon as it is read."""
     members = [(goal.files[0], candidate.match), *candidate.linked]
     names = ", ".join(m.remote.name for _, m in members)

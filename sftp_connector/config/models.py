@@ -161,6 +161,70 @@ class Notifications(Model):
     webhook: dict[str, Any] | None = None
 
 
+class Condition(Model):
+    """One segment condition: exactly one subject (all / any / not / segment / property / group / event)
+    with its operators. Several operators on one subject must all hold (for a property: on one value)."""
+
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+    not_: Condition | None = Field(None, alias="not")
+    segment: str | None = None
+    """Another named segment."""
+    property: str | None = None
+    group: str | None = None
+    """A group type: the profile belongs to a group of it (`id` / `in` narrow it)."""
+    event: str | None = None
+    """An event type: the profile did it (within_days / since), or `count` / `sum` of it compare."""
+    equals: str | int | float | None = None
+    in_: list[str | int | float] | None = Field(None, alias="in")
+    not_in: list[str | int | float] | None = None
+    exists: bool | None = None
+    contains: str | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    before: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}")
+    after: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}")
+    within_days: float | None = Field(None, ge=0)
+    older_than_days: float | None = Field(None, ge=0)
+    since: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}")
+    id: str | None = None
+    count: bool = False
+    sum: str | None = None
+    """An event property to total (its values read as numbers)."""
+
+    @model_validator(mode="after")
+    def _one_subject(self) -> Condition:
+        subjects = [k for k in ("all", "any", "not_", "segment", "property", "group", "event")
+                    if getattr(self, k) is not None]
+        if len(subjects) != 1:
+            raise ValueError("a condition takes exactly one of all, any, not, segment, property, group, event")
+        subject = subjects[0]
+        used = {k for k in _OPERATORS if getattr(self, k) not in (None, False)}
+        allowed = _ALLOWED.get(subject, set())
+        if used - allowed:
+            names = ", ".join(sorted(k.rstrip("_") for k in used - allowed))
+            raise ValueError(f"{subject.rstrip('_')} conditions do not take {names}")
+        if subject == "property" and not used:
+            raise ValueError(f"property {self.property}: give an operator (equals, in, exists, contains, gt, …)")
+        if subject == "event" and (self.count or self.sum) and not used & {"gt", "gte", "lt", "lte", "equals"}:
+            raise ValueError(f"event {self.event}: count or sum needs a comparison (gt, gte, lt, lte, equals)")
+        if subject == "event" and self.count and self.sum:
+            raise ValueError(f"event {self.event}: give count or sum, not both")
+        return self
+
+
+_OPERATORS = ("equals", "in_", "not_in", "exists", "contains", "gt", "gte", "lt", "lte", "before", "after",
+              "within_days", "older_than_days", "since", "id", "count", "sum")
+_ALLOWED = {
+    "property": {"equals", "in_", "not_in", "exists", "contains", "gt", "gte", "lt", "lte", "before", "after",
+                 "within_days", "older_than_days"},
+    "group": {"id", "in_"},
+    "event": {"within_days", "since", "count", "sum", "gt", "gte", "lt", "lte", "equals"},
+}
+
+
 class Connector(Model):
     """connector.yaml: the connection, keys, store, schedule and segments."""
 
@@ -171,7 +235,7 @@ class Connector(Model):
     privacy: Privacy = Privacy()
     schedule: Schedule | None = None
     notifications: Notifications = Notifications()
-    segments: dict[str, dict[str, Any]] = {}
+    segments: dict[str, Condition] = {}
     labels: dict[str, list[str]] = {}
     state_dir: Path | None = None
     """Temp files and reject files (default: state/ beside connector.yaml)."""
@@ -363,20 +427,75 @@ class ImportGroups(ImportGoalBase):
     identifier: GroupIdentifier
 
 
+class ExportCsv(Model):
+    delimiter: str = ","
+    quote: str = '"'
+    header: bool = True
+    multi_value_separator: str = "|"
+
+    @model_validator(mode="after")
+    def _single_characters(self) -> ExportCsv:
+        if len(self.delimiter) != 1 or len(self.quote) != 1:
+            raise ValueError("csv.delimiter and csv.quote must be one character each")
+        return self
+
+
+class ExportColumn(Model):
+    """One column of an export file: exactly one of property, value, segments, text."""
+
+    column: str
+    property: str | None = None
+    value: Literal["profile_id", "segments", "permission_level"] | None = None
+    segments: list[str] | None = None
+    """The names of these segments the profile is in (`value: segments`: of every segment)."""
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExportColumn:
+        if sum(x is not None for x in (self.property, self.value, self.segments, self.text)) != 1:
+            raise ValueError(f"column {self.column}: give exactly one of property, value, segments, text")
+        return self
+
+
+class ExportEvents(Model):
+    types: Literal["all"] | list[str] = "all"
+    since_days: float | None = Field(None, ge=0)
+    since: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}")
+
+
 class ExportProfiles(Model):
     kind: Literal["export-profiles"]
     name: str
     enabled: bool = True
     order: int = 0
     segment: str | None = None
+    """A segment of connector.yaml; none: every profile."""
     directory: str = "."
     filename: str = "{goal}_{now:%Y%m%dT%H%M%S}_{run}.csv"
+    """Placeholders {goal}, {now:<strftime>} (schedule.timezone, else UTC), {run}; ".gpg" is appended when
+    encrypting (".asc" when armored)."""
     if_exists: Literal["fail", "overwrite"] = "fail"
     changed_only: bool = True
     export_empty: bool = False
-    csv: dict[str, Any] = {}
-    columns: list[dict[str, Any]] = []
-    events: dict[str, Any] | None = None
+    encrypt: bool | None = None
+    """Encrypt to pgp.encrypt.recipients; default: when pgp is enabled and recipients are set."""
+    csv: ExportCsv = ExportCsv()
+    columns: list[ExportColumn] = Field(min_length=1)
+    events: ExportEvents | None = None
+
+    @field_validator("filename")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        from datetime import UTC, datetime
+
+        try:
+            value.format(goal="g", now=datetime.now(UTC), run="r")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"filename: unknown placeholder or bad format ({exc}); use {{goal}}, "
+                             "{now:%Y%m%d}, {run}") from exc
+        if "/" in value or value in ("", ".", ".."):
+            raise ValueError("filename must be a plain file name (the directory goes in `directory`)")
+        return value
 
 
 Goal = Annotated[ImportProfiles | ImportGroups | ExportProfiles, Field(discriminator="kind")]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import posixpath
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from sftp_connector import csvio, events, files, history, linked, merge, pgp, pr
 from sftp_connector.config import models
 from sftp_connector.config.load import goal_digest
 from sftp_connector.errors import ConfigError, GoalError, InputError, RowReject, TransportError
+from sftp_connector.goals import selection
 from sftp_connector.goals.context import RunContext
 from sftp_connector.goals.results import FileResult, GoalResult
 from sftp_connector.store import models as tables
@@ -30,18 +30,6 @@ logger = logging.getLogger(__name__)
 BATCH_ROWS = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """A matched root file with its linked files, when it was listed, and whether all are ready to be read."""
-
-    match: files.Match
-    listed_at: float
-    ready: bool
-    linked: tuple[tuple[models.FileEntry, files.Match], ...] = ()
-    missing: str | None = None
-    """Why the linked set is incomplete, if it is."""
-
-
 def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> GoalResult:
     """Given an import goal, import each of its ready files (with their linked files) and return what happened.
 
@@ -50,7 +38,7 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
     result = GoalResult(goal.name, goal.kind, started_at=time.time())
     try:
         steps = processors.build(goal.processors)
-        candidates = select(ctx, goal)
+        candidates = selection.select(ctx, goal)
     except ConfigError as exc:
         return _failed(result, InputError(str(exc)).located(goal=goal.name))
     except GoalError as exc:
@@ -62,7 +50,7 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
         if ctx.stop.is_set():
             break
         if not candidate.ready:
-            result.files += [FileResult(m.remote.path, "skipped_unstable") for m in _matches(candidate)]
+            result.files += [FileResult(m.remote.path, "skipped_unstable") for m in selection.members(candidate)]
             continue
         job = FileJob(goal, candidate, records, digest, steps)
         result.files += import_file(ctx, job, result)
@@ -81,75 +69,13 @@ def _failed(result: GoalResult, exc: GoalError) -> GoalResult:
     return result
 
 
-def select(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> list[Candidate]:
-    """Given an import goal, list its directories and return the root files, each with its linked files
-    and its readiness.
-
-    A set is ready when every file in it has its done marker, or when their sizes and mtimes
-    stay unchanged for stable_after_s between two listings. Raise TransportError if listing fails.
-    """
-    listed_at = time.time()
-    listings: dict[str, list[sftp.RemoteFile]] = {}
-    matched = {entry.name: _listed(ctx, goal, entry, listings) for entry in goal.files}
-    roots = matched[goal.files[0].name]
-    candidates = [_paired(goal, root, matched, listed_at) for root in roots]
-    if goal.done_marker:
-        return [replace(c, ready=all(_has_marker(goal, m, listings) for m in _matches(c))) for c in candidates]
-    if not candidates or goal.stable_after_s == 0:
-        return candidates
-    logger.info("goal %s: waiting %ss for %d file(s) to be stable", goal.name, goal.stable_after_s, len(candidates))
-    ctx.stop.wait(goal.stable_after_s)
-    second = [r for directory in listings for r in ctx.session().list(directory)]
-    steady = files.stable([m.remote for c in candidates for m in _matches(c)], second)
-    return [replace(c, ready=all(m.remote.path in steady for m in _matches(c))) for c in candidates]
-
-
-def _listed(
-    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, entry: models.FileEntry,
-    listings: dict[str, list[sftp.RemoteFile]],
-) -> list[files.Match]:
-    """The files of one entry of the goal, its directory listed once per run of the goal."""
-    directory = sftp.resolve(ctx.config.connector.sftp.home, entry.directory)
-    if directory not in listings:
-        listings[directory] = ctx.session().list(directory)
-    listing = listings[directory]
-    names = {r.name for r in listing}
-    return files.match(entry, [r for r in listing if not files.is_marker(goal.done_marker, r.name, names)])
-
-
-def _has_marker(
-    goal: models.ImportProfiles | models.ImportGroups, match: files.Match, listings: dict[str, list[sftp.RemoteFile]]
-) -> bool:
-    assert goal.done_marker is not None
-    marker = posixpath.join(posixpath.dirname(match.remote.path), files.done_marker_name(goal.done_marker,
-                                                                                          match.remote.name))
-    return any(r.path == marker for listing in listings.values() for r in listing)
-
-
-def _paired(
-    goal: models.ImportProfiles | models.ImportGroups, root: files.Match, matched: dict[str, list[files.Match]],
-    listed_at: float,
-) -> Candidate:
-    linked, missing = [], None
-    for entry in goal.files[1:]:
-        try:
-            linked.append((entry, files.pair(entry, matched[entry.name], root)))
-        except InputError as exc:
-            missing = missing or str(exc)
-    return Candidate(root, listed_at, True, tuple(linked), missing)
-
-
-def _matches(candidate: Candidate) -> list[files.Match]:
-    return [candidate.match, *(m for _, m in candidate.linked)]
-
-
 @dataclass(frozen=True, slots=True)
 class FileJob:
     """One root file (and its linked set) to import: its goal, where it was listed, the goal's import
     records, its digest and its processors."""
 
     goal: models.ImportProfiles | models.ImportGroups
-    candidate: Candidate
+    candidate: selection.Candidate
     records: dict[str, tables.ImportedFile]
     digest: str
     steps: list[processors.Step]

@@ -18,7 +18,7 @@ from sftp_connector import history
 from sftp_connector.config import models
 from sftp_connector.config.load import Config
 from sftp_connector.errors import ConfigError, GoalError
-from sftp_connector.goals import imports
+from sftp_connector.goals import exports, imports
 from sftp_connector.goals.context import RunContext
 from sftp_connector.goals.results import GoalResult, RunResult
 from sftp_connector.store.db import Store
@@ -80,9 +80,7 @@ def _run_goal(ctx: RunContext, goal: Goal) -> GoalResult:
     """Run one goal; an unexpected error fails the goal (with its trace in the log), not the run."""
     logger.info("goal %s (%s): start", goal.name, goal.kind)
     try:
-        if isinstance(goal, models.ExportProfiles):
-            raise GoalError("export-profiles goals are not supported by this version", goal=goal.name)
-        outcome = imports.run(ctx, goal)
+        outcome = exports.run(ctx, goal) if isinstance(goal, models.ExportProfiles) else imports.run(ctx, goal)
     except ConfigError:
         raise
     except GoalError as exc:

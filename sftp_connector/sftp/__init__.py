@@ -163,7 +163,13 @@ class Session:
         partial = posixpath.join(folder, partial_name(name))
         size = local.stat().st_size
         self.makedirs(folder)
-        self._run("upload", target, lambda sftp: _put(sftp, local, partial, target, size))
+        try:
+            self._run("upload", target, lambda sftp: _put(sftp, local, partial, target, size))
+        except errors.TransportError:
+            # A connection lost mid-upload could not remove its partial file: try once more on a new one.
+            with suppress(errors.TransportError):
+                self.remove(partial)
+            raise
         logger.debug("uploaded %s to %s (%d bytes)", local, target, size)
 
     def move(self, path: str, target_dir: str) -> str:

@@ -117,6 +117,19 @@ class Product(SQLModel, table=True):
     last_bought: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
+class ExportState(SQLModel, table=True):
+    """Where an export goal's `changed_only` resumes: profiles updated after the watermark are exported next.
+
+    It moves only after a successful upload, to the time the export began reading.
+    """
+
+    __tablename__ = "export_state"
+    goal: str = Field(sa_column=Column(Text, primary_key=True))
+    watermark: float = Field(sa_column=Column(Float, nullable=False))
+    last_file: str = Field(sa_column=Column(Text, nullable=False))
+    run: str = Field(sa_column=Column(Text, nullable=False))
+
+
 class ImportedFile(SQLModel, table=True):
     """The last import of a remote file by a goal: what change detection compares against."""
 

@@ -314,7 +314,7 @@ def test_batches_give_the_rows_of_read_with_continuous_numbers(tmp_path: Path) -
 
 def test_big_runs_are_halved_around_bad_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = read(tmp_path, sample_file(2000))
-    monkeypatch.setattr(csvio, "_SLOW_BYTES", 200)  # so that these small runs are halved too
+    monkeypatch.setattr(csvio.records, "_SLOW_BYTES", 200)  # so that these small runs are halved too
     halved = read(tmp_path, sample_file(2000))
     assert halved.frame.equals(expected.frame) and halved.rejects == expected.rejects
     assert halved.rows_read == expected.rows_read
@@ -405,7 +405,7 @@ def test_any_table_reads_back_as_written(
     assert [list(row) for row in result.frame.drop("_row").rows()] == expected
     assert result.rows_read == len(cells) + (ragged_at is not None)
     assert [reject.row for reject in result.rejects] == ([] if ragged_at is None else [ragged_at + 1])
-    with mock.patch.object(csvio, "_SLOW_BYTES", 16):  # batches whose runs are halved down to a few records
+    with mock.patch.object(csvio.records, "_SLOW_BYTES", 16):  # batches whose runs are halved down to a few records
         parts = batches(tmp_path, data, batch_rows, delimiter=delimiter)
     assert pl.concat([part.frame for part in parts]).equals(result.frame)
     assert sum((part.rejects for part in parts), ()) == result.rejects

@@ -12,6 +12,9 @@ ways (plaintext reaches us in chunks, counted against max_bytes), so no file is 
 - gpg-agent binds a socket in the home, and a socket path over 107 bytes cannot be bound (every
   secret-key operation then fails). For a deep home `open_keyring` asks `gpgconf --create-socketdir`
   for one under /run/user/<uid>, and raises a ConfigError naming the fix if there is none.
+
+This module decrypts and encrypts files and turns gpg's status lines into operator messages;
+`keys` holds the home, the gpg handle and key import/listing (re-exported here).
 """
 
 from __future__ import annotations
@@ -19,49 +22,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-import shutil
-import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import gnupg
-
 from sftp_connector import errors
-from sftp_connector.config import models
+from sftp_connector.pgp import keys
+from sftp_connector.pgp.keys import KeyInfo, Keyring, import_keys, list_keys, open_keyring, stop_agent
+
+__all__ = ["ENCRYPTED_SUFFIXES", "Decrypted", "KeyInfo", "Keyring", "decrypt", "encrypt", "import_keys",
+           "list_keys", "looks_encrypted", "open_keyring", "stop_agent"]
 
 logger = logging.getLogger(__name__)
 
-AGENT_CONF = """\
-# Written by sftp-connector: never cache a passphrase, so a wrong one always fails.
-default-cache-ttl 0
-max-cache-ttl 0
-allow-loopback-pinentry
-"""
 ENCRYPTED_SUFFIXES = (".gpg", ".pgp", ".asc")
-_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, NUL included
-_FOREIGN_ENV = ("GNUPGHOME", "GPG_AGENT_INFO")
-_FINGERPRINT = re.compile(r"(?:0x)?([0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64})")
-_ALGORITHMS = {"1": "rsa", "16": "elgamal", "17": "dsa", "18": "ecdh", "19": "ecdsa", "22": "eddsa"}
 _GPG_ERR_BAD_PASSPHRASE = 11
-
-
-@dataclass(frozen=True, slots=True)
-class KeyInfo:
-    """One key in the connector's keyring."""
-
-    fingerprint: str
-    uids: tuple[str, ...]
-    secret: bool
-    expires: str | None
-    """ISO 8601 UTC expiry, or None for a key that never expires."""
-    algorithm: str
-    """The primary key's algorithm, e.g. rsa3072 or ed25519."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,79 +61,6 @@ class _KilledPipeFilter(logging.Filter):
 
 
 logging.getLogger("gnupg").addFilter(_KilledPipeFilter())
-
-
-class _Gpg(gnupg.GPG):
-    """python-gnupg that remembers its last gpg process, so `decrypt` can stop a bomb."""
-
-    process: subprocess.Popen[bytes] | None = None
-
-    def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
-        self.process = super()._open_subprocess(args, passphrase)
-        return self.process
-
-
-@dataclass(slots=True)
-class Keyring:
-    """The connector's own GnuPG home, never ~/.gnupg, and the gpg handle on it."""
-
-    home: Path
-    gpg: _Gpg
-    own_key: str | None = None
-    """Fingerprint of the connector's private key (pgp.decrypt.private_key): it signs exports."""
-    lock: threading.RLock = field(default_factory=threading.RLock)
-
-
-def open_keyring(config: models.Pgp, default_home: Path) -> Keyring:
-    """Given the pgp: config, return its keyring with the configured keys imported.
-
-    Raise ConfigError if a key file is missing or the home unusable, CryptoError if a file holds no key.
-    """
-    home = Path(config.gnupg_home or default_home)
-    _prepare_home(home)
-    keyring = Keyring(home=home, gpg=_new_gpg(home))
-    if config.decrypt.private_key is not None:
-        keyring.own_key = _import_private_key(keyring, config.decrypt.private_key)
-    for path in config.decrypt.verify_keys:
-        import_keys(keyring, path)
-    for recipient in config.encrypt.recipients:
-        if _fingerprint(recipient) is None:
-            import_keys(keyring, Path(recipient))
-    logger.debug("keyring %s ready (own key %s)", home, keyring.own_key)
-    return keyring
-
-
-def stop_agent(keyring: Keyring) -> None:
-    """Given a keyring, stop the gpg-agent serving its home (a new one starts when needed)."""
-    _gpgconf(keyring.home, "--kill", "gpg-agent")
-
-
-def import_keys(keyring: Keyring, path: Path) -> list[str]:
-    """Given a key file, import its keys (again is harmless) and return their fingerprints.
-
-    Raise ConfigError if the file is missing, CryptoError if it holds no key.
-    """
-    if not path.is_file():
-        raise errors.ConfigError(f"key file {path} not found")
-    with keyring.lock:
-        result = keyring.gpg.import_keys(path.read_bytes())
-    fingerprints = list(dict.fromkeys(result.fingerprints))
-    if not fingerprints:
-        reason = _gpg_says(result) or "no OpenPGP key found"
-        raise errors.CryptoError(f"key file {path} holds no usable OpenPGP key ({reason})", file=str(path))
-    logger.debug("imported %s from %s", ", ".join(fingerprints), path)
-    return fingerprints
-
-
-def list_keys(keyring: Keyring) -> list[KeyInfo]:
-    """Given a keyring, return its keys, public and secret."""
-    with keyring.lock:
-        secret = {key["fingerprint"] for key in keyring.gpg.list_keys(secret=True)}
-        public = keyring.gpg.list_keys()
-    return [KeyInfo(fingerprint=key["fingerprint"], uids=tuple(_utf8(uid) for uid in key["uids"]),
-                    secret=key["fingerprint"] in secret, expires=_iso_date(key.get("expires")),
-                    algorithm=key.get("curve") or f"{_ALGORITHMS.get(key['algo'], key['algo'])}{key['length']}")
-            for key in public]
 
 
 def looks_encrypted(path: Path) -> bool:
@@ -203,7 +107,7 @@ def encrypt(keyring: Keyring, src: Path, dst: Path, *, recipients: Sequence[str]
         raise errors.CryptoError("no recipients to encrypt to: set pgp.encrypt.recipients")
     if sign and keyring.own_key is None:
         raise errors.CryptoError("signing needs the connector's private key: set pgp.decrypt.private_key")
-    fingerprints = [fpr for recipient in recipients for fpr in _recipient(keyring, recipient)]
+    fingerprints = [fpr for recipient in recipients for fpr in keys.recipient_fingerprints(keyring, recipient)]
     passphrase = passphrase or None  # python-gnupg would read "" from the data stream
     with _atomic(dst) as (_, tmp), keyring.lock:
         try:
@@ -216,106 +120,6 @@ def encrypt(keyring: Keyring, src: Path, dst: Path, *, recipients: Sequence[str]
     logger.debug("encrypted %s to %s", src, ", ".join(fingerprints))
 
 
-# ── home and gpg process ──────────────────────────────────────────────────────────────
-
-
-def _prepare_home(home: Path) -> None:
-    """Given the GnuPG home, create it 0700 with a no-cache agent config. Raise ConfigError if impossible."""
-    try:
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(home, 0o700)
-        conf = home / "gpg-agent.conf"
-        rewritten = not conf.is_file() or conf.read_text() != AGENT_CONF
-        if rewritten:
-            conf.write_text(AGENT_CONF)
-    except OSError as exc:
-        raise errors.ConfigError(f"pgp.gnupg_home {home}: {exc.strerror}") from exc
-    if rewritten:  # a running agent would keep caching under its old config
-        _gpgconf(home, "--kill", "gpg-agent")
-    _check_socket_path(home)
-
-
-def _check_socket_path(home: Path) -> None:
-    """Given the GnuPG home, make sure gpg-agent can bind its socket. Raise ConfigError if the path is too long."""
-    if len(os.fsencode(_gpgconf(home, "--list-dirs", "agent-socket"))) <= _MAX_SOCKET_PATH:
-        return
-    _gpgconf(home, "--create-socketdir")
-    socket = _gpgconf(home, "--list-dirs", "agent-socket")
-    if len(os.fsencode(socket)) > _MAX_SOCKET_PATH:
-        raise errors.ConfigError(
-            f"pgp.gnupg_home {home}: the path is too long for gpg-agent's socket ({socket}); "
-            f"use a shorter gnupg_home or provide /run/user/{os.getuid()} for the connector's user")
-
-
-def _gpgconf(home: Path, *args: str) -> str:
-    """Given a home and gpgconf arguments, return gpgconf's output. Raise ConfigError if gpgconf is missing."""
-    binary = shutil.which("gpgconf")
-    if binary is None:
-        raise errors.ConfigError("gpgconf not found: install GnuPG 2.2 or later")
-    done = subprocess.run([binary, "--homedir", str(home), *args], env=_environment(), capture_output=True,
-                          text=True, check=False)
-    return done.stdout.strip()
-
-
-def _new_gpg(home: Path) -> _Gpg:
-    """Given a prepared home, return a python-gnupg handle on it. Raise ConfigError if gpg is missing."""
-    binary = shutil.which("gpg") or "gpg"
-    options = ["--pinentry-mode", "loopback", "--no-auto-key-retrieve", "--no-auto-key-locate"]
-    try:
-        gpg = _Gpg(gpgbinary=binary, gnupghome=str(home), env=_environment(), options=options)
-    except (OSError, ValueError) as exc:
-        raise errors.ConfigError(f"cannot run gpg ({binary}): install GnuPG 2.2 or later") from exc
-    gpg.buffer_size = 1 << 16
-    return gpg
-
-
-def _environment() -> dict[str, str]:
-    """Return gpg's environment: ours without GnuPG's, in the C locale so its messages are stable."""
-    env = {name: value for name, value in os.environ.items() if name not in _FOREIGN_ENV}
-    env.update(LC_ALL="C", LANGUAGE="C")
-    return env
-
-
-# ── keys ─────────────────────────────────────────────────────────────────────────────
-
-
-def _import_private_key(keyring: Keyring, path: Path) -> str:
-    """Given the connector's private key file, import it and return its fingerprint. Raise CryptoError if public."""
-    imported = import_keys(keyring, path)
-    with keyring.lock:
-        secret = {key["fingerprint"] for key in keyring.gpg.list_keys(secret=True)}
-    for fingerprint in imported:
-        if fingerprint in secret:
-            return fingerprint
-    raise errors.CryptoError(f"pgp.decrypt.private_key {path} holds no private key "
-                             "(export one with gpg --export-secret-keys)", file=str(path))
-
-
-def _recipient(keyring: Keyring, recipient: str) -> list[str]:
-    """Given a recipient as a fingerprint or key file, return the fingerprints to encrypt to."""
-    fingerprint = _fingerprint(recipient)
-    return [fingerprint] if fingerprint else import_keys(keyring, Path(recipient))
-
-
-def _fingerprint(value: str) -> str | None:
-    """Given a recipient or signer as configured, return it as a bare fingerprint, or None for a path."""
-    match = _FINGERPRINT.fullmatch(value.replace(" ", "").upper())
-    return match.group(1) if match else None
-
-
-def _iso_date(epoch: str | None) -> str | None:
-    """Given an epoch-seconds field from a key listing, return it as ISO 8601 UTC, or None."""
-    return datetime.fromtimestamp(int(epoch), UTC).isoformat() if epoch else None
-
-
-def _utf8(text: str) -> str:
-    """Given a uid python-gnupg decoded as Latin-1, return it decoded as the UTF-8 gpg wrote."""
-    try:
-        return text.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        return text
-
-
 # ── decryption ───────────────────────────────────────────────────────────────────────
 
 
@@ -325,7 +129,7 @@ class _Sink:
 
     out: IO[bytes]
     limit: int | None
-    gpg: _Gpg
+    gpg: keys.Gpg
     written: int = 0
     exceeded: bool = False
     failure: OSError | None = None
@@ -387,7 +191,7 @@ def _decryption_problem(status: dict[str, list[str]], result: Any, passphrase: s
         return "the file is OpenPGP data but not encrypted: ask the sender to encrypt it"
     if "BADMDC" in status:
         return "corrupt or truncated OpenPGP data (integrity check failed: the file was altered)"
-    said = _gpg_says(result)
+    said = keys.gpg_says(result)
     return "corrupt or truncated OpenPGP data" + (f" ({said})" if said else "")
 
 
@@ -406,7 +210,7 @@ def _check_signers(decrypted: Decrypted, required: Sequence[str], src: Path) -> 
     """Given a decryption's signature, accept it if it is one of required. Raise CryptoError otherwise."""
     if not required:
         return
-    wanted = [_fingerprint(value) or value for value in required]
+    wanted = [keys.bare_fingerprint(value) or value for value in required]
     if decrypted.signer and any(decrypted.signer.endswith(fpr) for fpr in wanted):
         return
     listed = ", ".join(required)
@@ -451,13 +255,6 @@ def _bad_passphrase(status: dict[str, list[str]]) -> bool:
         code.isdigit() and int(code) & 0xFFFF == _GPG_ERR_BAD_PASSPHRASE for code in codes)
 
 
-def _gpg_says(result: Any) -> str:
-    """Given a python-gnupg result, return gpg's last human-readable complaint, or ""."""
-    said = [line[5:] for line in (getattr(result, "stderr", None) or "").splitlines()
-            if line.startswith("gpg: ") and "WARNING: " not in line]
-    return said[-1].strip() if said else ""
-
-
 def _os_problem(exc: Exception, src: Path) -> str:
     """Given an exception from python-gnupg, return it in operator words, never echoing a passphrase."""
     if isinstance(exc, ValueError) and "passphrase" in str(exc).lower():
@@ -475,7 +272,7 @@ def _encryption_problem(result: Any, passphrase: str | None) -> str:
         return "cannot sign: wrong passphrase for the connector's private key"
     if "NEED_PASSPHRASE" in status and passphrase is None:
         return "cannot sign: the connector's private key needs a passphrase: set pgp.decrypt.passphrase"
-    return f"encryption failed ({_gpg_says(result) or result.status})"
+    return f"encryption failed ({keys.gpg_says(result) or result.status})"
 
 
 # Message-opening packet tags → the first body octets they allow (version, algorithm, format or "PGP"):

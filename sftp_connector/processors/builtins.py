@@ -1,183 +1,29 @@
-"""A goal's `processors:`: built-in steps as polars expressions, plus plugins from the
-entry-point group `sftp_connector.processors`, run in order on one batch of rows before mapping.
+"""The built-in processors: each a factory that checks its options (raising ValueError, which
+`build` turns into a ConfigError naming the entry) and returns a step applying polars expressions.
 
-`build` checks every step's options at once (so `validate` reports them) and returns the
-ready `Step`s; `run` applies them to a frame. Columns whose names start with `_` (`_row`,
-`_row@orders`, …) belong to the connector: no step may change, rename or drop them. An
-empty cell is null or "". Problems with a file's columns are `InputError`s; a cell a step
-cannot convert is a `RowReject` and becomes empty.
+`BUILTINS` maps each `type:` to its factory. Text steps work column-wise; `filter`, `rename`
+and `drop` change rows or columns; `parse_date` and `normalize_phone` convert cells, reporting
+each one they cannot convert as a `RowReject` and leaving it empty. Split from the registry
+(`processors/__init__.py`) so that adding a built-in touches only this module.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import polars as pl
 import polars.selectors as cs
 
-from sftp_connector.errors import ConfigError, InputError, RowReject
+from sftp_connector.errors import RowReject
+from sftp_connector.processors.step import Apply, Factory, Processed, Refused, polars_reason
 
-logger = logging.getLogger(__name__)
-
-GROUP = "sftp_connector.processors"
 OPERATORS = ("equals", "in", "not_in", "matches", "exists")
 
-Processor = Callable[[pl.DataFrame], pl.DataFrame]
 
-
-@dataclass(frozen=True, slots=True)
-class Processed:
-    """The rows left after the steps, how many `filter` removed, and the cells that could not be converted."""
-
-    frame: pl.DataFrame
-    filtered: int
-    rejects: list[RowReject]
-
-
-Apply = Callable[[pl.DataFrame, str], Processed]
-Factory = Callable[[dict[str, Any]], Apply]
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One ready processor: its `type`, its index in `processors:`, and what it does to a batch."""
-
-    type: str
-    position: int
-    apply: Apply
-
-
-class _Refused(Exception):
-    """A step cannot work on this file; `run` turns it into an InputError naming the step."""
-
-
-# ── building ─────────────────────────────────────────────────────────────────────────
-
-
-def build(configs: list[dict[str, Any]]) -> list[Step]:
-    """Given a goal's `processors:` list, return its steps in order.
-
-    Raise ConfigError listing every bad entry ("processors[2] (filter): …") if any is invalid.
-    """
-    plugins = _plugins()
-    steps: list[Step] = []
-    problems: list[str] = []
-    for position, config in enumerate(configs):
-        try:
-            steps.append(_step(position, config, plugins))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ConfigError(problems)
-    return steps
-
-
-def _step(position: int, config: Any, plugins: dict[str, EntryPoint]) -> Step:
-    """Given one `processors:` entry, return its step. Raise ConfigError if it is invalid."""
-    where = f"processors[{position}]"
-    if not isinstance(config, dict) or not isinstance(config.get("type"), str):
-        raise ConfigError(f"{where}: needs `type` (the processor's name)")
-    kind = config["type"]
-    options = {key: value for key, value in config.items() if key != "type"}
-    if kind in BUILTINS:
-        factory = BUILTINS[kind]
-    elif kind in plugins:
-        factory = _plugin_factory(plugins[kind])
-    else:
-        found = ", ".join(sorted(plugins)) or "none"
-        raise ConfigError(f"{where}: unknown type {kind!r} (built in: {', '.join(sorted(BUILTINS))}; plugins: {found})")
-    try:
-        return Step(kind, position, factory(options))
-    except ValueError as exc:
-        raise ConfigError(f"{where} ({kind}): {exc}") from exc
-
-
-def _plugins() -> dict[str, EntryPoint]:
-    """Return the installed plugins by type; one named like a built-in is ignored with a warning."""
-    found: dict[str, EntryPoint] = {}
-    for point in entry_points(group=GROUP):
-        if point.name in BUILTINS:
-            logger.warning("processor plugin %s ignored: %r is a built-in processor", point.value, point.name)
-        elif point.name in found:
-            logger.warning("processor plugin %s ignored: %r is already provided by %s", point.value, point.name,
-                           found[point.name].value)
-        else:
-            found[point.name] = point
-    return found
-
-
-def _plugin_factory(point: EntryPoint) -> Factory:
-    """Given a plugin's entry point, return a factory that loads it, calls it and checks its result."""
-
-    def factory(options: dict[str, Any]) -> Apply:
-        try:
-            made = point.load()(options)
-        except Exception as exc:  # a plugin may raise anything; the operator needs its words
-            raise ValueError(f"plugin {point.value} failed: {type(exc).__name__}: {exc}") from exc
-        if not callable(made):
-            raise ValueError(f"plugin {point.value} returned {type(made).__name__}, not a callable")
-        return _plugin_apply(made)
-
-    return factory
-
-
-def _plugin_apply(processor: Processor) -> Apply:
-    """Given a plugin's callable, return a step that runs it and checks it kept the `_` columns."""
-
-    def apply(frame: pl.DataFrame, label: str) -> Processed:
-        try:
-            result = processor(frame)
-        except Exception as exc:  # a plugin may raise anything; the operator needs its words
-            raise _Refused(f"failed: {type(exc).__name__}: {exc}") from exc
-        _check_internal(frame, result)
-        return Processed(result, frame.height - result.height, [])
-
-    return apply
-
-
-def _check_internal(before: pl.DataFrame, after: Any) -> None:
-    """Given a plugin's input and result, raise _Refused unless every result row keeps its `_` values."""
-    if not isinstance(after, pl.DataFrame):
-        raise _Refused(f"returned {type(after).__name__}, not a polars DataFrame")
-    internal = [name for name in before.columns if name.startswith("_")]
-    if not internal:
-        return
-    missing = [name for name in internal if name not in after.columns]
-    if missing:
-        raise _Refused(f"dropped internal column(s) {', '.join(missing)}")
-    if after.height > before.height:
-        raise _Refused(f"returned {after.height} rows for {before.height}: processors may not add rows")
-    old, new = before.select(cs.by_name(internal)), after.select(cs.by_name(internal))
-    if new.schema != old.schema or new.join(old, on=internal, how="anti", nulls_equal=True).height:
-        raise _Refused(f"changed internal column(s) {', '.join(internal)}")
-
-
-# ── running ──────────────────────────────────────────────────────────────────────────
-
-
-def run(steps: list[Step], frame: pl.DataFrame, *, label: str) -> Processed:
-    """Given the steps, one batch of rows and its file name, return the processed rows, filtered count and rejects.
-
-    Raise InputError naming the step if a field it needs is missing or the step fails on this file.
-    """
-    filtered, rejects = 0, []
-    for step in steps:
-        try:
-            done = step.apply(frame, label)
-        except _Refused as exc:
-            raise InputError(f"processor {step.type}: {exc}", file=label) from exc
-        except pl.exceptions.PolarsError as exc:
-            raise InputError(f"processor {step.type}: {_reason(exc)}", file=label) from exc
-        logger.debug("%s: processors[%d] %s: %d rows, %d filtered, %d rejected", label, step.position, step.type,
-                     done.frame.height, done.filtered, len(done.rejects))
-        frame, filtered, rejects = done.frame, filtered + done.filtered, rejects + done.rejects
-    return Processed(frame, filtered, rejects)
+# ── helpers ──────────────────────────────────────────────────────────────────────────
 
 
 def _col(name: str) -> pl.Expr:
@@ -186,11 +32,11 @@ def _col(name: str) -> pl.Expr:
 
 
 def _require(frame: pl.DataFrame, fields: list[str]) -> None:
-    """Given a frame and the fields a step names, raise _Refused if any is not a column."""
+    """Given a frame and the fields a step names, raise Refused if any is not a column."""
     missing = [name for name in fields if name not in frame.columns]
     if missing:
         columns = ", ".join(name for name in frame.columns if not name.startswith("_"))
-        raise _Refused(f"field(s) {', '.join(missing)} not in the file (columns: {columns})")
+        raise Refused(f"field(s) {', '.join(missing)} not in the file (columns: {columns})")
 
 
 # ── options ──────────────────────────────────────────────────────────────────────────
@@ -236,14 +82,8 @@ def _pattern(value: Any, key: str) -> str:
     try:
         pl.select(pl.lit("").str.contains(value))
     except pl.exceptions.PolarsError as exc:
-        raise ValueError(f"{key}: invalid regular expression {value!r}: {_reason(exc)}") from exc
+        raise ValueError(f"{key}: invalid regular expression {value!r}: {polars_reason(exc)}") from exc
     return value
-
-
-def _reason(exc: Exception) -> str:
-    """Given a polars error, return its cause in one line (the regex engine's `error:` line when there is one)."""
-    lines = str(exc).splitlines()
-    return next((line.removeprefix("error: ") for line in lines if line.startswith("error: ")), lines[0])
 
 
 # ── built-ins: column-wise text ──────────────────────────────────────────────────────
@@ -348,7 +188,7 @@ def _rename(options: dict[str, Any]) -> Apply:
         _require(frame, list(names))
         taken = [new for new in names.values() if new in frame.columns and new not in names]
         if taken:
-            raise _Refused(f"cannot rename onto existing column(s) {', '.join(taken)}")
+            raise Refused(f"cannot rename onto existing column(s) {', '.join(taken)}")
         return Processed(frame.rename(names), 0, [])
 
     return apply
@@ -436,7 +276,7 @@ def _format(fmt: Any) -> str:
     try:
         pl.select(_given_date(fmt)(pl.lit("", dtype=pl.String)))
     except pl.exceptions.PolarsError as exc:
-        raise ValueError(f"format {fmt!r}: {_reason(exc)}") from exc
+        raise ValueError(f"format {fmt!r}: {polars_reason(exc)}") from exc
     return fmt
 
 

@@ -1,0 +1,203 @@
+"""Decoding a local file for the record readers: decompress (capped at max_file_bytes) →
+transcode to UTF-8 if needed → find the header and where the data records start.
+
+`prepare` returns the file as plain UTF-8 (itself or a temp) and `layout` its column names and
+data offset as a `Layout`. Split from the readers (`records`) because these steps work on
+the whole file as bytes, once, before any record is parsed; `Feed`, the line source for
+`csv.reader`, serves both the header here and the slow record path there.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import contextlib
+import csv
+import gzip
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from sftp_connector import errors
+from sftp_connector.config import models
+
+ROW = "_row"
+BLOCK = 1 << 20  # bytes per read when copying, transcoding or scanning
+_MAGIC = {"gzip": rb"\x1f\x8b", "bz2": rb"BZh[1-9](1AY&SY|\x17rE8P\x90)", "zip": rb"PK\x03\x04"}
+_CORRUPT = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError)
+UTF8_HINT = "not valid utf-8; set csv.encoding, e.g. cp1252"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Column names, and where the data records start: after `lines` lines, or `offset` bytes."""
+
+    names: tuple[str, ...]
+    lines: int
+    offset: int
+
+
+class Feed:
+    """Lines decoded for csv.reader; `taken` holds those of the current record, `resync` pushes
+    all of them but the first back, to be read again."""
+
+    def __init__(self, lines: Iterator[bytes]) -> None:
+        self._lines = lines
+        self._pushed: list[str] = []
+        self.taken: list[str] = []
+
+    def __iter__(self) -> Feed:
+        return self
+
+    def __next__(self) -> str:
+        line = self._pushed.pop() if self._pushed else next(self._lines).decode("utf-8")
+        self.taken.append(line)
+        return line
+
+    def resync(self) -> None:
+        self._pushed.extend(reversed(self.taken[1:]))
+
+
+# ── decompress and transcode ─────────────────────────────────────────────────────────
+def prepare(
+    path: Path, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path, temps: contextlib.ExitStack
+) -> Path:
+    """Given the local file, return it as plain UTF-8: itself or a temp. Raise errors.InputError if
+    it is too big, corrupt, or not in the declared encoding."""
+    kind = options.compression
+    if kind == "auto":
+        with path.open("rb") as file:
+            head = file.read(10)
+        kind = next((found for found, magic in _MAGIC.items() if re.match(magic, head)), "none")
+    if kind == "none" and path.stat().st_size > max_bytes:
+        raise errors.InputError(f"file size exceeds max_file_bytes ({max_bytes} bytes)", file=label)
+    if kind != "none":
+        plain = _temp(work_dir, temps)
+        _decompress(path, plain, kind, label=label, max_bytes=max_bytes)
+        path = plain
+    if codecs.lookup(options.encoding).name not in ("utf-8", "utf-8-sig"):
+        utf8 = _temp(work_dir, temps)
+        _transcode(path, utf8, options, label)
+        if kind != "none":
+            path.unlink()  # free the disk early: the decompressed copy is no longer needed
+        path = utf8
+    return path
+
+
+def _temp(work_dir: Path, temps: contextlib.ExitStack) -> Path:
+    """Given the work directory, return a new empty temp file there that `temps` removes."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=work_dir, prefix=".csvio-", suffix=".tmp")
+    os.close(fd)
+    temps.callback(Path(name).unlink, missing_ok=True)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def _opened(path: Path, kind: str, label: str) -> Iterator[IO[bytes]]:
+    """Given a compressed file, yield its content. Raise errors.InputError if a zip holds not one file."""
+    if kind != "zip":
+        with gzip.open(path, "rb") if kind == "gzip" else bz2.open(path, "rb") as stream:
+            yield stream
+        return
+    with zipfile.ZipFile(path) as archive:
+        members = [info for info in archive.infolist() if not info.is_dir()]
+        if len(members) != 1:
+            raise errors.InputError(f"zip archive must hold exactly one file, found {len(members)}", file=label)
+        with archive.open(members[0]) as stream:
+            yield stream
+
+
+def _decompress(src: Path, dst: Path, kind: str, *, label: str, max_bytes: int) -> None:
+    """Given a compressed file, write its content to dst, stopping as soon as it passes max_bytes.
+    Raise errors.InputError if it is corrupt or too big."""
+    total = 0
+    try:
+        with _opened(src, kind, label) as stream, dst.open("wb") as out:
+            while block := stream.read(BLOCK):
+                total += len(block)
+                if total > max_bytes:
+                    raise errors.InputError(f"decompressed size exceeds max_file_bytes ({max_bytes} bytes)", file=label)
+                out.write(block)
+    except _CORRUPT as exc:
+        raise errors.InputError(f"cannot decompress ({kind}): {exc}", file=label) from exc
+
+
+def _transcode(src: Path, dst: Path, options: models.Csv, label: str) -> None:
+    """Given a file in csv.encoding, write it to dst as UTF-8, streamed. Raise errors.InputError
+    naming the record (else the byte offset) of the first invalid bytes."""
+    decoder = codecs.getincrementaldecoder(options.encoding)("strict")
+    offset = 0
+    with src.open("rb") as source, dst.open("w", encoding="utf-8", newline="") as out:
+        while True:
+            block = source.read(BLOCK)
+            try:
+                out.write(decoder.decode(block, final=not block))
+            except UnicodeDecodeError as exc:
+                out.write(exc.object[: exc.start].decode(options.encoding, "replace"))
+                bad = exc
+                break
+            if not block:
+                return
+            offset += len(block)
+    where = _record_at_end(dst, options) or f"byte {offset + bad.start}"
+    found = bad.object[bad.start : bad.end].hex()
+    message = f"{where}: not valid {options.encoding} (byte 0x{found}); check csv.encoding"
+    raise errors.InputError(message, file=label) from bad
+
+
+def _record_at_end(text: Path, options: models.Csv) -> str | None:
+    """Given a UTF-8 file cut where bad bytes start, return "row N" or "header row" for the record
+    holding them, or None if the records cannot be counted."""
+    try:
+        with text.open(encoding="utf-8", newline="") as file:
+            reader = csv.reader(file, delimiter=options.delimiter, quotechar=options.quote)
+            count = sum(1 for record in reader if record)
+    except csv.Error:
+        return None
+    with text.open("rb") as file:
+        file.seek(max(text.stat().st_size - 1, 0))
+        row = count + (file.read(1) in (b"", b"\n")) - options.header
+    return f"row {row}" if row > 0 else "header row"
+
+
+# ── header ───────────────────────────────────────────────────────────────────────────
+def layout(text: Path, options: models.Csv, label: str) -> Layout:
+    """Given the UTF-8 file, return its column names and where its data records start. Raise
+    errors.InputError if the header row is missing or unreadable, or a name is empty or doubled."""
+    with text.open("rb") as file:
+        start = len(codecs.BOM_UTF8) if file.read(3) == codecs.BOM_UTF8 else 0
+        if not options.header:
+            return Layout(_checked(options.columns or [], "csv.columns", label), 0, start)
+        file.seek(start)
+        feed = Feed(iter(file))
+        reader = csv.reader(feed, delimiter=options.delimiter, quotechar=options.quote, strict=True)
+        try:
+            names = next((record for record in reader if record), None)
+        except UnicodeDecodeError as exc:
+            raise errors.InputError(f"header row: {UTF8_HINT}", file=label) from exc
+        except csv.Error as exc:
+            raise errors.InputError(f"header row cannot be read: {exc}", file=label) from exc
+    if names is None:
+        raise errors.InputError("empty file: no header row", file=label)
+    size = sum(len(line.encode()) for line in feed.taken)  # the header and any blank lines before it
+    return Layout(_checked(names, "header", label), len(feed.taken), start + size)
+
+
+def _checked(raw: list[str], where: str, label: str) -> tuple[str, ...]:
+    """Given column names, return them trimmed. Raise errors.InputError if one is empty, doubled or `_row`."""
+    names = tuple(name.strip() for name in raw)
+    if empty := [str(number) for number, name in enumerate(names, 1) if not name]:
+        raise errors.InputError(f"{where}: empty column name (column {', '.join(empty)})", file=label)
+    if twice := [name for name, count in Counter(names).items() if count > 1]:
+        raise errors.InputError(f"{where}: duplicate column names: {', '.join(twice)}", file=label)
+    if ROW in names:
+        raise errors.InputError(f"{where}: column name {ROW} is reserved", file=label)
+    return names

@@ -1,0 +1,266 @@
+"""The record readers: polars first (fast path, checked for short records), stdlib `csv` for
+runs holding malformed records (slow path), and the cutting of a file into batches of whole records.
+
+Given the plain UTF-8 file and its `Layout` from `decode`, they return `CsvData`: the rows as
+strings numbered in `ROW`, and a `RowReject` for each record that cannot be read. Split from
+`decode` so that this module holds everything that parses records and nothing that touches
+the file's bytes as a whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sftp_connector import errors
+from sftp_connector.config import models
+from sftp_connector.csvio.decode import BLOCK, ROW, UTF8_HINT, Feed, Layout
+
+_SLOW_BYTES = 1 << 22  # runs of records larger than this are halved before taking the slow path
+_PREVIEW = 200  # characters of a rejected record kept in its RowReject
+_POLARS_FAILED = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError)
+_POLARS_SNIFFS = (b"\x1f\x8b", b"x\x01", b"x^", b"x\x9c", b"x\xda", b"(\xb5")  # it decompresses what starts so
+_AS_TEXT: dict[str, Any] = {"has_header": False, "empty_string_is_null": False, "raise_if_empty": False, "glob": False}
+
+_Source = Path | bytes  # a whole UTF-8 file, or one batch of its data records
+
+
+@dataclass(frozen=True, slots=True)
+class CsvData:
+    """Rows of one CSV file or batch: strings with `_row` last; rows_read counts rejects too."""
+
+    frame: pl.DataFrame
+    columns: tuple[str, ...]
+    rejects: tuple[errors.RowReject, ...]
+    rows_read: int
+
+
+# ── records: polars, checked ─────────────────────────────────────────────────────────
+def _span(chunk: bytes, layout: Layout, options: models.Csv, label: str, first_row: int) -> CsvData:
+    """Given a run of whole records, return its rows numbered from first_row. Raise errors.InputError
+    if a record is not valid UTF-8."""
+    fast = read_fast(chunk, layout, options)
+    if fast is not None:
+        return numbered(*fast, layout, options, label, first_row)
+    half = _cut(chunk[: len(chunk) // 2], options.quote.encode(), force=False) if len(chunk) > _SLOW_BYTES else 0
+    if half:  # halve big runs until the bad records sit in small ones: the slow path is ~20x slower
+        head = _span(chunk[:half], layout, options, label, first_row)
+        return joined([head, _span(chunk[half:], layout, options, label, first_row + head.rows_read)], layout.names)
+    frame, rejects, rows_read = _slow(iter(io.BytesIO(chunk)), layout.names, options, label, first_row)
+    return CsvData(frame, layout.names, tuple(rejects), rows_read)
+
+
+def joined(parts: list[CsvData], names: tuple[str, ...]) -> CsvData:
+    """Given consecutive runs of one file, return them as one."""
+    rejects = tuple(reject for part in parts for reject in part.rejects)
+    return CsvData(pl.concat(part.frame for part in parts), names, rejects, sum(part.rows_read for part in parts))
+
+
+def numbered(
+    frame: pl.DataFrame, has_nul: bool, layout: Layout, options: models.Csv, label: str, first_row: int
+) -> CsvData:
+    """Given records as polars read them, return them numbered from first_row, with null values set
+    and rows holding a NUL byte rejected."""
+    rows_read = frame.height
+    frame = frame.with_columns(pl.int_range(first_row, first_row + rows_read, dtype=pl.Int64).alias(ROW))
+    rejects = _nul_rows(frame, layout.names, options.delimiter, label) if has_nul else []
+    if rejects:
+        frame = frame.filter(~pl.col(ROW).is_in([reject.row for reject in rejects]))
+    if nulls := options.null_values:
+        frame = frame.with_columns(
+            pl.when(pl.nth(i).is_in(nulls)).then(None).otherwise(pl.nth(i)).alias(n) for i, n in enumerate(layout.names)
+        )
+    return CsvData(frame, layout.names, tuple(rejects), rows_read)
+
+
+def read_fast(source: _Source, layout: Layout, options: models.Csv) -> tuple[pl.DataFrame, bool] | None:
+    """Given a whole file or a batch, return its records as polars reads them and whether it holds
+    a NUL byte, or None if polars failed or a record may have had too few fields."""
+    if not (options.delimiter.isascii() and options.quote.isascii()):
+        return None  # polars takes a one-byte delimiter and quote only
+    data, skip = _for_polars(source, layout)
+    schema = dict.fromkeys(layout.names, pl.String)
+    try:
+        quoting = {"separator": options.delimiter, "quote_char": options.quote}
+        frame = pl.read_csv(data, skip_lines=skip, schema=schema, **quoting, **_AS_TEXT)
+    except _POLARS_FAILED:
+        return None
+    has_nul = _has_nul(source, layout.offset)
+    offset = layout.offset if isinstance(data, Path) else 0
+    if _too_few_fields(frame, data, skip, offset, options.delimiter, has_nul=has_nul):
+        return None
+    return frame, has_nul
+
+
+def _too_few_fields(
+    frame: pl.DataFrame, data: _Source, skip: int, offset: int, delimiter: str, *, has_nul: bool
+) -> bool:
+    """Given polars' frame and the input it read, return whether a record may have had too few fields.
+
+    polars fills missing fields with "", so only records with an empty last cell are suspect. Each
+    must hold width - 1 delimiters plus those inside its values: checked line by line when every
+    record is one line, else as a total over the file.
+    """
+    suspect = pl.last().fill_null("") == ""
+    if frame.width < 2 or not frame.select(suspect.any()).item():
+        return False
+    inside = pl.sum_horizontal(pl.all().str.count_matches(delimiter, literal=True).cast(pl.Int64))
+    with contextlib.suppress(*_POLARS_FAILED):  # one string per line ("\x00" never occurs unless has_nul)
+        only_line = {"schema": {"line": pl.String}, "separator": "\x00", **_AS_TEXT, "quote_char": None}
+        lines = pl.Series() if has_nul else pl.read_csv(data, skip_lines=skip, **only_line)["line"]
+        if lines.len() == frame.height:
+            suspects = frame.select(suspect).to_series()
+            found = lines.filter(suspects).fill_null("").str.count_matches(delimiter, literal=True)
+            return not (found == frame.filter(suspects).select(inside).to_series() + frame.width - 1).all()
+    total = _count(data, offset, delimiter.encode())
+    return total != (frame.width - 1) * frame.height + frame.select(inside.sum()).item()
+
+
+def _for_polars(source: _Source, layout: Layout) -> tuple[_Source, int]:
+    """Given a file or a batch, return what to hand polars and how many lines it must skip. A
+    leading newline keeps polars from taking data that starts like "x^" for zlib and inflating it."""
+    if isinstance(source, Path):
+        with source.open("rb") as file:
+            if file.read(2) not in _POLARS_SNIFFS:
+                return source, layout.lines
+        source = source.read_bytes()[layout.offset :]
+    return b"\n" + source, 1
+
+
+def _has_nul(source: _Source, offset: int) -> bool:
+    """Given a file (from offset) or a batch, return whether it holds a NUL byte."""
+    if isinstance(source, bytes):
+        return b"\x00" in source
+    with source.open("rb") as file:
+        file.seek(offset)
+        return any(b"\x00" in block for block in iter(lambda: file.read(8 * BLOCK), b""))
+
+
+def _count(source: _Source, offset: int, needle: bytes) -> int:
+    """Given a file (from offset) or a batch, return how often needle occurs in it."""
+    if isinstance(source, bytes):
+        return source.count(needle)
+    with source.open("rb") as file:
+        file.seek(offset)
+        return sum(block.count(needle) for block in iter(lambda: file.read(8 * BLOCK), b""))
+
+
+def _nul_rows(frame: pl.DataFrame, names: tuple[str, ...], delimiter: str, label: str) -> list[errors.RowReject]:
+    """Given numbered rows, return a RowReject for each row with a NUL byte in a field."""
+    has_nul = pl.any_horizontal(pl.nth(range(len(names))).str.contains("\x00", literal=True))
+    return [
+        errors.RowReject(label, row[-1], None, "NUL byte", delimiter.join(row[:-1])[:_PREVIEW])
+        for row in frame.filter(has_nul).iter_rows()
+    ]
+
+
+# ── records: stdlib csv, for malformed files ─────────────────────────────────────────
+def _slow(
+    lines: Iterator[bytes], names: tuple[str, ...], options: models.Csv, label: str, first_row: int
+) -> tuple[pl.DataFrame, list[errors.RowReject], int]:
+    """Given the lines of data records, return the good rows, the rejects and the record count.
+    Raise errors.InputError at bytes that are not UTF-8."""
+    good: list[list[str | None]] = []
+    numbers: list[int] = []
+    rejects: list[errors.RowReject] = []
+    row, nulls = first_row - 1, set(options.null_values)
+    try:
+        for fields, reason, raw in _records(Feed(lines), options, len(names)):
+            row += 1
+            if reason is None:
+                good.append([None if value in nulls else value for value in fields])
+                numbers.append(row)
+            else:
+                rejects.append(errors.RowReject(label, row, None, reason, raw.rstrip("\r\n")[:_PREVIEW]))
+    except UnicodeDecodeError as exc:
+        raise errors.InputError(f"row {row + 1}: {UTF8_HINT}", file=label) from exc
+    columns = zip(*good, strict=True) if good else [()] * len(names)
+    series = [pl.Series(name, column, dtype=pl.String) for name, column in zip(names, columns, strict=True)]
+    return pl.DataFrame([*series, pl.Series(ROW, numbers, dtype=pl.Int64)]), rejects, row - first_row + 1
+
+
+def _records(feed: Feed, options: models.Csv, width: int) -> Iterator[tuple[list[str], str | None, str]]:
+    """Given fed lines, yield (fields, reject reason or None, raw text) per record, blank lines skipped.
+
+    A record that ran across lines and could not be parsed had an unbalanced quote: only its first
+    line is rejected, and the lines after it are read again. One that parsed (its quotes closed
+    cleanly) but has the wrong field count is rejected whole, so its quoted lines never become rows.
+    """
+    reader = csv.reader(feed, delimiter=options.delimiter, quotechar=options.quote, strict=True)
+    while True:
+        feed.taken = []
+        try:
+            fields, error = next(reader), ""
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            fields, error = [], str(exc)
+        if not fields and not error:
+            if width > 1:
+                continue
+            fields = [""]
+        raw = "".join(feed.taken)
+        if not error and len(fields) == width:
+            yield fields, ("NUL byte" if "\x00" in raw else None), raw
+        elif error and (len(feed.taken) > 1 or "end of data" in error):
+            feed.resync()
+            yield fields, "unbalanced quote", feed.taken[0]
+        else:
+            reason = f"malformed record ({error})" if error else f"expected {width} fields, found {len(fields)}"
+            yield fields, reason, raw
+
+
+# ── batches ──────────────────────────────────────────────────────────────────────────
+def batched(text: Path, layout: Layout, options: models.Csv, label: str, batch_rows: int) -> Iterator[CsvData]:
+    """Given the UTF-8 file, yield its rows in batches of about batch_rows (at least one batch)."""
+    first_row = 1
+    for chunk in _chunks(text, layout.offset, options.quote, batch_rows):
+        data = _span(chunk, layout, options, label, first_row)
+        first_row += data.rows_read
+        yield data
+    if first_row == 1:  # no records: one empty batch still carries the columns
+        yield _span(b"", layout, options, label, first_row)
+
+
+def _chunks(text: Path, offset: int, quote: str, batch_rows: int) -> Iterator[bytes]:
+    """Given the UTF-8 file and where its data starts, yield runs of whole records, about
+    batch_rows each, each cut at a newline after an even number of quotes."""
+    needle = quote.encode()
+    with text.open("rb") as file:
+        file.seek(offset)
+        sample = file.read(BLOCK)
+        base = size = max(1, batch_rows * len(sample) // max(sample.count(b"\n"), 1))
+        while True:
+            file.seek(offset)
+            block = file.read(size)
+            if len(block) < size:  # the rest of the file
+                if block:
+                    yield block
+                return
+            cut = _cut(block, needle, force=size >= 8 * max(base, BLOCK))
+            if cut:
+                yield block[:cut]
+            offset, size = offset + cut, base if cut else 2 * size
+
+
+def _cut(data: bytes, quote: bytes, *, force: bool) -> int:
+    """Given whole-record bytes and more, return the length up to the last newline after an even
+    number of quotes; 0 if none is near the end, or the last newline if force."""
+    total, end = data.count(quote), data.rfind(b"\n")
+    after = data.count(quote, end) if end >= 0 else 0
+    for _ in range(1000):
+        if end < 0:
+            return 0
+        if (total - after) % 2 == 0:
+            return end + 1
+        previous = data.rfind(b"\n", 0, end)
+        after += data.count(quote, max(previous, 0), end)
+        end = previous
+    return data.rfind(b"\n") + 1 if force else 0
