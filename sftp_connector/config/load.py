@@ -71,6 +71,8 @@ def load(path: Path) -> Config:
         connector = _resolve_paths(connector, path.parent)
         _check_secret_files(connector, path.name, problems)
     goals, goal_files = _load_goals(path.parent / "goals", problems)
+    if connector is not None:
+        problems += _segment_problems(connector, goals, goal_files)
     if problems or connector is None:
         raise ConfigError(problems or [f"{path}: could not be read"])
     return Config(path=path, connector=connector, goals=tuple(goals), goal_files=goal_files)
@@ -212,6 +214,45 @@ def _load_goals(directory: Path, problems: list[str]) -> tuple[list[Any], dict[s
         goals.append(goal)
         files[goal.name] = file
     return goals, files
+
+
+def _segment_problems(connector: models.Connector, goals: list[Any], files: dict[str, Path]) -> list[str]:
+    """Every reference to a segment must name one, and no segment may reach itself."""
+    known = set(connector.segments)
+    problems = []
+    for name, condition in connector.segments.items():
+        for ref in _references(condition):
+            if ref not in known:
+                problems.append(f"connector.yaml: at segments.{name}: segment {ref!r} is not defined")
+        if _reaches(connector.segments, name, name, set()):
+            problems.append(f"connector.yaml: at segments.{name}: the segment refers to itself")
+    for goal in goals:
+        if not isinstance(goal, models.ExportProfiles):
+            continue
+        wanted = [goal.segment] if goal.segment else []
+        wanted += [n for column in goal.columns for n in column.segments or []]
+        problems += [f"goals/{files[goal.name].name}: segment {n!r} is not defined in connector.yaml "
+                     f"(segments: {', '.join(known) or 'none'})" for n in dict.fromkeys(wanted) if n not in known]
+    return problems
+
+
+def _references(condition: models.Condition) -> list[str]:
+    """The segment names a condition refers to, at any depth."""
+    found = [condition.segment] if condition.segment else []
+    for child in [*(condition.all or []), *(condition.any or []), *([condition.not_] if condition.not_ else [])]:
+        found += _references(child)
+    return found
+
+
+def _reaches(segments: dict[str, models.Condition], start: str, target: str, seen: set[str]) -> bool:
+    for ref in _references(segments.get(start) or models.Condition(all=[])):
+        if ref == target:
+            return True
+        if ref not in seen and ref in segments:
+            seen.add(ref)
+            if _reaches(segments, ref, target, seen):
+                return True
+    return False
 
 
 def _processor_problems(goal: models.ImportGoalBase) -> list[str]:

@@ -201,7 +201,7 @@ class Condition(Model):
         if len(subjects) != 1:
             raise ValueError("a condition takes exactly one of all, any, not, segment, property, group, event")
         subject = subjects[0]
-        used = {k for k in _OPERATORS if getattr(self, k) not in (None, False)}
+        used = {k for k in _OPERATORS if getattr(self, k) is not None and (k != "count" or self.count)}
         allowed = _ALLOWED.get(subject, set())
         if used - allowed:
             names = ", ".join(sorted(k.rstrip("_") for k in used - allowed))

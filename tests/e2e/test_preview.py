@@ -120,7 +120,8 @@ def test_a_file_that_cannot_be_decrypted_exits_1_naming_goal_and_file(deployment
 
 def test_an_unknown_or_export_goal_exits_2(deployment: Deployment) -> None:
     deployment.write_goal("customers", CUSTOMERS)
-    deployment.write_goal("out", {"kind": "export-profiles", "name": "out"})
+    deployment.write_goal("out", {"kind": "export-profiles", "name": "out",
+                                  "columns": [{"column": "id", "value": "profile_id"}]})
     unknown = deployment.cli("preview", "nope")
     assert unknown.returncode == 2 and "no goal named 'nope'" in unknown.stderr
     export = deployment.cli("preview", "out")
