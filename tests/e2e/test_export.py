@@ -227,3 +227,37 @@ def test_plaintext_export_when_encryption_is_off(exporting: Deployment, sshd: Ss
     assert file.path.endswith(f"/out/newsletter_{time.gmtime().tm_year}.csv")
     text = download(exporting, sshd, file.path).decode()
     assert text.splitlines()[0] == "id;email;interests;points;segments;vip;permission;source"
+
+
+def test_signed_armored_export_to_a_fingerprint(exporting: Deployment, sshd: SshServer) -> None:
+    exporting.cli("keys", "import", str(exporting.keys.partner_public))
+    exporting.update_connector({"pgp": {"encrypt": {"recipients": [exporting.keys.partner_fpr], "sign": True,
+                                                    "armor": True}}})
+    exporting.write_goal("newsletter", EXPORT)
+    [file] = exported(exporting.run())
+    assert file.path.endswith(".csv.asc")
+    armored = download(exporting, sshd, file.path)
+    assert armored.startswith(b"-----BEGIN PGP MESSAGE-----")
+    encrypted, plain = exporting.dir / "got.asc", exporting.dir / "got.csv"
+    encrypted.write_bytes(armored)
+    assert exporting.keys.gpg_decrypt_as_partner(encrypted, plain) == exporting.keys.connector_fpr
+    assert plain.read_text().splitlines()[0].startswith("id,email,")
+
+
+def test_only_consenting_profiles_with_an_exported_value_leave(exporting: Deployment, sshd: SshServer) -> None:
+    exporting.update_connector({"privacy": {"objectives": ["marketing", "research"]}})
+    exporting.write_goal("consent", {
+        "kind": "import-profiles", "name": "consent", "order": -1,
+        "files": [{"name": "consent", "directory": "in", "pattern": "consent_*.csv"}], "stable_after_s": 0,
+        "identifiers": [{"field": "id", "property": "crm_id"}],
+        "mappings": [{"field": "consent", "property": "consented_objectives", "rule": "add"}],
+    })
+    # C3 consents to research; C1 consents to something else; C5 consents but holds no exported property.
+    exporting.put("in/consent_1.csv", "id,consent\nC3,research\nC1,sales\nC5,marketing\n", mtime=OLD)
+    exporting.write_goal("newsletter", {**EXPORT, "segment": None, "columns": [
+        {"column": "email", "property": "email"}, {"column": "newsletter", "property": "newsletter"}]})
+    result = exporting.run()
+    assert result.status == "success", result
+    rows = decrypted_rows(exporting, sshd, exported(result)[0].path)
+    # C3 was found by crm_id, so its email (an identifier) is not written to it: only newsletter is held.
+    assert rows == [["email", "newsletter"], ["", "yes"]]
