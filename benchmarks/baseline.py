@@ -4,7 +4,11 @@ OpenSSH `sftp` get → `gpg --decrypt` → one Python process: polars `read_csv`
 one transaction into a plain table (SQLite `executemany` with `ON CONFLICT DO UPDATE`;
 PostgreSQL `COPY` into a temp table, then `INSERT … ON CONFLICT`).
 
-    python -m benchmarks.baseline upsert FILE.csv STORE_URL     (the last stage, used by Raw)
+    python -m benchmarks.baseline upsert FILE.csv STORE_URL     (the last import stage, used by Raw)
+    python -m benchmarks.baseline select STORE_URL FILE.csv     (the first export stage, used by Raw)
+
+The export baseline is the reverse: select the segment's rows into polars and `write_csv`,
+`gpg --encrypt` to the partner, OpenSSH `sftp put`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -48,6 +53,36 @@ class Raw:
         self.work.mkdir(parents=True)
         self.home = Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))
         gpg(self.home, "--import", str(self.keys.connector_private), passphrase=self.keys.passphrase)
+        gpg(self.home, "--import", str(self.keys.partner_public))
+
+    @property
+    def url(self) -> str:
+        return self.pg_url or f"sqlite:///{self.work / 'baseline.db'}"
+
+    def _sftp(self, command: str) -> list[str]:
+        batch = self.work / "batch"
+        batch.write_text(command + "\n")
+        user = self.sshd.users["sftpc-key"]
+        return ["sftp", "-q", "-b", str(batch), "-P", str(self.sshd.port), "-i", str(self.sshd.keys["ed25519"]),
+                "-o", f"UserKnownHostsFile={self.sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "Compression=no", f"{user.username}@{self.sshd.host}"]
+
+    def export(self, remote_path: str) -> tuple[float, float]:
+        """Given where to put it, export the baseline table's segment rows encrypted; return (seconds, max peak MiB)."""
+        from benchmarks.bench import timed
+
+        plain = self.work / "export.csv"
+        encrypted = self.work / "export.csv.gpg"
+        stages = [
+            [sys.executable, "-m", "benchmarks.baseline", "select", self.url, str(plain)],
+            ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--trust-model", "always", "--output",
+             str(encrypted), "--encrypt", "--recipient", self.keys.partner_fpr, str(plain)],
+            self._sftp(f"put {encrypted} {remote_path}"),
+        ]
+        results = [timed(stage) for stage in stages]
+        plain.unlink()
+        encrypted.unlink()
+        return sum(r[0] for r in results), max(r[1] for r in results)
 
     def load(self, remote_path: str) -> tuple[float, float]:
         """Given a remote encrypted CSV, run the three stages; return (total seconds, max peak MiB)."""
@@ -55,17 +90,11 @@ class Raw:
 
         local = self.work / "download.csv.gpg"
         plain = self.work / "plain.csv"
-        batch = self.work / "batch"
-        batch.write_text(f"get {remote_path} {local}\n")
-        user = self.sshd.users["sftpc-key"]
         stages = [
-            ["sftp", "-q", "-b", str(batch), "-P", str(self.sshd.port), "-i", str(self.sshd.keys["ed25519"]),
-             "-o", f"UserKnownHostsFile={self.sshd.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-             "-o", "Compression=no", f"{user.username}@{self.sshd.host}"],
+            self._sftp(f"get {remote_path} {local}"),
             ["gpg", "--homedir", str(self.home), "--batch", "--yes", "--pinentry-mode", "loopback",
              "--passphrase", self.keys.passphrase, "--output", str(plain), "--decrypt", str(local)],
-            [sys.executable, "-m", "benchmarks.baseline", "upsert", str(plain),
-             self.pg_url or f"sqlite:///{self.work / 'baseline.db'}"],
+            [sys.executable, "-m", "benchmarks.baseline", "upsert", str(plain), self.url],
         ]
         results = [timed(stage) for stage in stages]
         local.unlink()
@@ -107,8 +136,30 @@ def _postgres(frame: pl.DataFrame, url: str) -> None:
         conn.execute(f"INSERT INTO customers SELECT * FROM incoming {UPDATE}")
 
 
+SEGMENT = ("SELECT customer_id, email, first_name, last_name, country, city, loyalty_points, interests "
+           "FROM customers WHERE country IN ('NL', 'BE', 'DE', 'FR') ORDER BY customer_id")
+
+
+def select(url: str, path: Path) -> None:
+    """Given a store URL and a CSV path, write the segment's rows there with polars."""
+    if url.startswith("sqlite:///"):
+        conn: Any = sqlite3.connect(url.removeprefix("sqlite:///"))
+    else:
+        import psycopg
+
+        conn = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+    cursor = conn.cursor()
+    cursor.execute(SEGMENT)
+    names = [d[0] for d in cursor.description]
+    frame = pl.DataFrame(cursor.fetchall(), schema=names, orient="row")
+    frame.write_csv(path)
+    conn.close()
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "upsert":
         upsert(Path(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "select":
+        select(sys.argv[2], Path(sys.argv[3]))
     else:
         sys.exit(__doc__)

@@ -10,8 +10,10 @@ timed with its peak memory (ru_maxrss from wait4). Stages:
   merge load    the same customers in a second file, 10% of rows changed, every rule mixed
   small change  that second file again with 1% of rows changed (exactly-once: only those apply)
   no change     1,000 small files already imported (nothing may be downloaded)
+  export        the N profiles of a segment to a CSV encrypted to the partner, uploaded atomically
   baseline      OpenSSH sftp get + gpg --decrypt + polars read_csv + one-transaction upserts
-                into a plain table (SQLite executemany / PostgreSQL COPY then INSERT … ON CONFLICT)
+                into a plain table (SQLite executemany / PostgreSQL COPY then INSERT … ON CONFLICT);
+                for export the reverse: select into polars + write_csv, gpg --encrypt, sftp put
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ GOAL = {
     ],
 }
 SMALL_GOAL = {**GOAL, "name": "small", "files": [{"name": "small", "directory": "small", "pattern": "*.csv"}]}
+EXPORT_GOAL = {
+    "kind": "export-profiles", "name": "segment", "segment": "customers", "directory": "out",
+    "filename": "segment_{run}.csv", "changed_only": False,
+    "columns": [{"column": "customer_id", "property": "crm_id"}, {"column": "email", "property": "email"},
+                {"column": "first_name", "property": "first_name"}, {"column": "last_name", "property": "last_name"},
+                {"column": "country", "property": "country"}, {"column": "city", "property": "city"},
+                {"column": "loyalty_points", "property": "loyalty_points"},
+                {"column": "interests", "property": "interests"}],
+}
+SEGMENTS = {"customers": {"property": "country", "in": ["NL", "BE", "DE", "FR"]}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +157,10 @@ class Bench:
         remote = SftpDir(user, user.home / f"bench-{label}", user.remote(f"bench-{label}"))
         base = self.work / f"deploy-{label}"
         base.mkdir()
-        write_connector(base, self.sshd, remote, self.keys, store_url)
-        for goal in (GOAL, SMALL_GOAL):
+        write_connector(base, self.sshd, remote, self.keys, store_url, extra={
+            "segments": SEGMENTS, "pgp": {"encrypt": {"recipients": ["keys/partner.public.asc"]}}})
+        shutil.copy(self.keys.partner_public, base / "keys" / "partner.public.asc")
+        for goal in (GOAL, SMALL_GOAL, EXPORT_GOAL):
             (base / "goals" / f"{goal['name']}.yaml").write_text(yaml.safe_dump(goal, sort_keys=False))
         return base, remote
 
@@ -194,6 +208,11 @@ def run_store(bench: Bench, store: str, pg_url: str | None, files: dict[str, Pat
     bench.connector(base, "small")
     secs, peak = bench.connector(base, "small", stage=f"no-change-{store}")
     out.append(Measure(f"no change, 1,000 files ({store})", secs, 0, peak))
+    remote.user.mkdir(f"{remote.local.name}/out")
+    export_base = raw.export(remote.remote + "/out/baseline.csv.gpg")
+    out.append(Measure(f"baseline export ({store})", export_base[0], n, export_base[1]))
+    secs, peak = bench.connector(base, "segment", stage=f"export-{store}")
+    out.append(Measure(f"export ({store})", secs, n, peak, export_base[0]))
     return out
 
 

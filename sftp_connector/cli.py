@@ -108,6 +108,22 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
+@app.command("daemon")
+def daemon_command(
+    health_port: Annotated[int | None, typer.Option("--health-port", help="Serve /healthz and /metrics here.")] = None,
+    health_host: Annotated[str, typer.Option("--health-host", help="Address of the health endpoint.")] = "127.0.0.1",
+) -> None:
+    """Run the goals on the schedule until SIGTERM or SIGINT; exit 0 after a clean stop."""
+    from sftp_connector import daemon
+
+    logs.add_secrets(_config().secrets())
+    try:
+        code = daemon.main(_state["config_path"], health_host=health_host, health_port=health_port)
+    except ConfigError as exc:
+        _fail_config(exc)
+    raise typer.Exit(code)
+
+
 @app.command()
 def validate(
     connect: Annotated[bool, typer.Option("--connect", help="Also log in and list every goal directory.")] = False,
@@ -184,15 +200,33 @@ def history_command(
             sys.stdout.write(orjson.dumps(entry).decode() + "\n")
         return
     table = Table()
-    for column in ("run", "started", "status", "goal", "goal status", "files", "created", "updated", "error"):
-        table.add_column(column)
+    for column in ("run", "started", "status", "goal", "goal status", "files", "rows", "created", "updated",
+                   "unique", "last profiles", "error"):
+        table.add_column(column, overflow="fold")
     for entry in runs:
         for g in entry["goals"] or [{"goal": "", "status": "", "files": [], "profiles_created": "",
-                                     "profiles_updated": "", "error": ""}]:
+                                     "profiles_updated": "", "unique_profiles_exchanged": "", "last_profiles": [],
+                                     "error": ""}]:
             table.add_row(entry["run"], entry["started_at"], entry["status"], g["goal"], g["status"],
-                          str(len(g["files"])), str(g["profiles_created"]), str(g["profiles_updated"]),
-                          g["error"] or "")
+                          _files_line(g["files"]), _rows_line(g["files"]), str(g["profiles_created"]),
+                          str(g["profiles_updated"]), str(g["unique_profiles_exchanged"]),
+                          " ".join(g["last_profiles"]), g["error"] or "")
     out.print(table)
+
+
+def _files_line(files: list[dict[str, Any]]) -> str:
+    """Files seen, by status: `3 seen: 1 imported, 2 skipped_unchanged`."""
+    counts: dict[str, int] = {}
+    for file in files:
+        counts[file["status"]] = counts.get(file["status"], 0) + 1
+    return f"{len(files)} seen" + (": " + ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else "")
+
+
+def _rows_line(files: list[dict[str, Any]]) -> str:
+    """Row totals over the goal's files: read / applied / unchanged / rejected / exported, where not zero."""
+    names = ("rows_read", "rows_applied", "rows_unchanged", "rows_rejected", "cells_rejected", "rows_exported")
+    totals = {name: sum(int(f.get(name) or 0) for f in files) for name in names}
+    return ", ".join(f"{value} {name.removeprefix('rows_')}" for name, value in totals.items() if value)
 
 
 def profile_json(profile: dict[str, Any]) -> dict[str, Any]:

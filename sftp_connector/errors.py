@@ -89,6 +89,10 @@ class InputError(GoalError):
     """A file cannot be read as the goal describes it, or too many of its rows were rejected."""
 
 
+class Interrupted(GoalError):
+    """The connector is shutting down: the file in hand is rolled back and imported next run."""
+
+
 class StoreError(GoalError):
     """The database refused or failed; the transaction was rolled back."""
 

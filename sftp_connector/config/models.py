@@ -124,7 +124,8 @@ class WeekdayOfMonth(Model):
 
 class Schedule(Model):
     timezone: str = "UTC"
-    every_minutes: int | None = Field(None, gt=0)
+    every_minutes: float | None = Field(None, gt=0)
+    """Minutes between runs (fractions allowed: 0.5 is every 30 seconds)."""
     times_per_day: int | None = Field(None, gt=0, le=1440)
     days_of_week: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
     days_of_month: list[Annotated[int, Field(ge=1, le=31)]] | None = None
@@ -156,9 +157,28 @@ class EmailNotification(Model):
     smtp: Smtp = Smtp()
 
 
+class Webhook(Model):
+    url: str
+    """An http:// or https:// address that takes a JSON POST (Slack, Mattermost, Teams, your own)."""
+    when: Literal["failure", "always"] = "failure"
+    """failure: a run that failed or was interrupted; always: every run (dry runs never notify)."""
+    headers: dict[str, SecretStr] = {}
+    """Extra request headers, e.g. Authorization: "Bearer ${WEBHOOK_TOKEN}"; values are secrets."""
+    timeout_s: float = Field(10, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/?#]+\S*", value):
+            # The value is not echoed: chat webhook URLs carry their token in the path.
+            raise ValueError("webhook.url must start with http:// or https:// and name a host")
+        return value
+
+
 class Notifications(Model):
     email: EmailNotification | None = None
-    webhook: dict[str, Any] | None = None
+    webhook: Webhook | None = None
+    """POST {"text": one-line summary, "run": the run as `history --json`} to a URL."""
 
 
 class Condition(Model):

@@ -17,7 +17,7 @@ from typing import Any
 from sftp_connector import csvio, events, files, history, linked, merge, pgp, processors, sftp
 from sftp_connector.config import models
 from sftp_connector.config.load import goal_digest
-from sftp_connector.errors import ConfigError, GoalError, InputError, RowReject, TransportError
+from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupted, RowReject, TransportError
 from sftp_connector.goals import selection
 from sftp_connector.goals.context import RunContext
 from sftp_connector.goals.results import FileResult, GoalResult
@@ -106,8 +106,9 @@ def import_file(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileR
         logger.error("%s", exc)
         if isinstance(exc, TransportError) and exc.transient:
             ctx.drop_session()
-        for _, member in job.members:
-            _after_error(ctx, goal, member)
+        if not isinstance(exc, Interrupted):
+            for _, member in job.members:
+                _after_error(ctx, goal, member)
         return [FileResult(r.path, "failed", error=str(exc)) for _, r in job.members]
     finally:
         for _, member in job.members:
@@ -212,6 +213,9 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         state, rejects = None, []
         for data in csvio.batches(d.plain, goal.csv, label=d.remote.name, max_bytes=goal.max_file_bytes,
                                   work_dir=ctx.work_dir, batch_rows=BATCH_ROWS):
+            if ctx.stop.is_set():
+                raise Interrupted("stopped by a shutdown signal: nothing of the file was written; it is imported "
+                                  "on the next run")
             processed = processors.run(job.steps, data.frame, label=d.remote.name)
             if state is None:
                 state = merge.start(ctx.store, conn, merge_ctx, processed.frame.columns, file_id=file_id, now=now)

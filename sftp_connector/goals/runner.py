@@ -18,7 +18,7 @@ from sftp_connector import history
 from sftp_connector.config import models
 from sftp_connector.config.load import Config
 from sftp_connector.errors import ConfigError, GoalError
-from sftp_connector.goals import exports, imports
+from sftp_connector.goals import exports, imports, locks
 from sftp_connector.goals.context import RunContext
 from sftp_connector.goals.results import GoalResult, RunResult
 from sftp_connector.store.db import Store
@@ -69,11 +69,20 @@ def run(
             if ctx.stop.is_set():
                 result.status = "interrupted"
                 break
-            result.goals.append(_run_goal(ctx, goal))
+            with locks.goal_lock(store, config.state_dir, goal.name) as held:
+                result.goals.append(_run_goal(ctx, goal) if held else _held_elsewhere(goal))
     finally:
         ctx.close()
         _finish(store, result, ctx)
     return result
+
+
+def _held_elsewhere(goal: Goal) -> GoalResult:
+    """Another replica (or run) is running this goal: skip it, it runs there."""
+    logger.info("goal %s: skipped, another run holds its lock", goal.name)
+    now = time.time()
+    return GoalResult(goal.name, goal.kind, "skipped", "another run of this goal is in progress (lock held)",
+                      started_at=now, finished_at=now)
 
 
 def _run_goal(ctx: RunContext, goal: Goal) -> GoalResult:

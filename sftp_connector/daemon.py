@@ -1,0 +1,140 @@
+"""`sftp-connector daemon`: run the goals on the schedule until SIGTERM or SIGINT.
+
+Each run reloads the goals (edits take effect at the next run; a broken edit is logged and
+the last good configuration runs), executes them in category order, records history,
+feeds the metrics and sends notifications. A run never overlaps the previous one, and a
+run missed while the daemon was down runs once on start-up. On a signal the file in hand
+is rolled back (it is imported next run), the run is recorded as interrupted, and the
+process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from sftp_connector import health, logs, notify, schedule
+from sftp_connector.config import load
+from sftp_connector.errors import ConfigError
+from sftp_connector.goals import runner
+from sftp_connector.store import db
+from sftp_connector.store import models as tables
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 60.0  # how long a signalled daemon waits for the file in hand before giving up on it
+
+
+@dataclass
+class Daemon:
+    """The daemon's state between runs: the last good configuration, the store, the metrics."""
+
+    config_path: Path
+    config: load.Config
+    store: db.Store
+    stop: threading.Event = field(default_factory=threading.Event)
+    metrics: health.Metrics = field(default_factory=health.Metrics)
+    running: threading.Lock = field(default_factory=threading.Lock)
+    last_result: dict[str, Any] = field(default_factory=dict)
+    scheduler: schedule.Scheduler | None = None
+
+    def run_once(self) -> None:
+        """One scheduled run: reload the configuration, run every enabled goal, record and notify."""
+        if self.stop.is_set() or not self.running.acquire(blocking=False):
+            return
+        try:
+            self._reload()
+            result = runner.run(self.config, self.store, trigger="schedule", stop=self.stop)
+            self.metrics.record(result)
+            self.last_result = {"run": result.run, "status": result.status, "finished_at": result.finished_at}
+            notify.notify(self.config.connector.notifications, result, connector_name=self.config.connector.name)
+        except Exception:  # a run must never kill the daemon: the next one may succeed
+            logger.exception("the run failed unexpectedly; the daemon goes on")
+        finally:
+            self.running.release()
+            if self.scheduler is not None and not self.stop.is_set():
+                logger.info("next run at %s", _iso(self.scheduler.next_run_at()))
+
+    def _reload(self) -> None:
+        try:
+            self.config = load.load(self.config_path)
+            logs.add_secrets(self.config.secrets())
+        except ConfigError as exc:
+            logger.error("configuration is invalid, running the last good one: %s", exc)
+
+    def health(self) -> dict[str, Any]:
+        """Healthy while the scheduler runs and the store answers."""
+        state: dict[str, Any] = {"scheduler": bool(self.scheduler and self.scheduler.running), **self.last_result}
+        try:
+            with self.store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            state["store"] = True
+        except sa.exc.SQLAlchemyError:
+            state["store"] = False
+        next_run = self.scheduler.next_run_at() if self.scheduler else None
+        state["next_run"] = _iso(next_run) if next_run else None
+        state["ok"] = bool(state["scheduler"] and state["store"])
+        return state
+
+
+def main(config_path: Path, *, health_host: str, health_port: int | None) -> int:
+    """Given connector.yaml, run the daemon until a signal; return the exit code (0 after a clean stop).
+
+    Raise ConfigError if the configuration is invalid or has no schedule.
+    """
+    config = load.load(config_path)
+    if config.connector.schedule is None:
+        raise ConfigError("connector.yaml: the daemon needs a schedule: (every_minutes, times_per_day, …)")
+    store = db.open_store(config.connector.store.url)
+    daemon = Daemon(config_path, config, store)
+    _on_signals(daemon.stop)
+    server = health.serve(health_host, health_port, daemon.metrics, daemon.health) if health_port is not None \
+        else None
+    daemon.scheduler = schedule.Scheduler(schedule.trigger(config.connector.schedule), daemon.run_once,
+                                          last_run_at=_last_scheduled_run(store))
+    daemon.scheduler.start()
+    logger.info("daemon started; next run at %s", _iso(daemon.scheduler.next_run_at()))
+    try:
+        daemon.stop.wait()
+        logger.info("stopping: the file in hand is rolled back and imported next run")
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+        # The run in hand sees the stop flag between files and batches; wait for it, but not forever.
+        if daemon.running.acquire(timeout=STOP_GRACE_S):
+            daemon.running.release()
+        else:
+            logger.warning("the run in hand did not stop within %.0fs; exiting anyway", STOP_GRACE_S)
+        if server is not None:
+            server.shutdown()
+        store.dispose()
+    logger.info("daemon stopped")
+    return 0
+
+
+def _on_signals(stop: threading.Event) -> None:
+    def handle(number: int, _frame: Any) -> None:
+        logger.info("received %s", signal.Signals(number).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _last_scheduled_run(store: db.Store) -> datetime | None:
+    """When the last scheduled run started (a run missed since then runs once on start-up)."""
+    run = tables.Run.__table__
+    with store.engine.connect() as conn:
+        started = conn.execute(sa.select(sa.func.max(run.c.started_at)).where(run.c.trigger == "schedule")).scalar()
+    return datetime.fromtimestamp(started, UTC) if started else None
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "never"
+
