@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sftp_connector import history, logs, pgp, sftp, summary
+from sftp_connector import history, logs, notify, pgp, sftp, summary
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, ConnectorError, GoalError
 from sftp_connector.goals import runner
@@ -101,6 +101,7 @@ def run(
         _fail_config(exc)
     finally:
         store.dispose()
+    notify.notify(config.connector.notifications, result, connector_name=config.connector.name)
     if as_json:
         sys.stdout.write(orjson.dumps(summary.run_json(result)).decode() + "\n")
     else:

@@ -59,8 +59,6 @@ class Daemon:
             logger.exception("the run failed unexpectedly; the daemon goes on")
         finally:
             self.running.release()
-            if self.scheduler is not None and not self.stop.is_set():
-                logger.info("next run at %s", _iso(self.scheduler.next_run_at()))
 
     def _reload(self) -> None:
         try:
@@ -71,7 +69,8 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         """Healthy while the scheduler runs and the store answers."""
-        state: dict[str, Any] = {"scheduler": bool(self.scheduler and self.scheduler.running), **self.last_result}
+        state: dict[str, Any] = {"scheduler": self.scheduler is not None and self.scheduler.running,
+                                 **self.last_result}
         try:
             with self.store.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
@@ -99,8 +98,9 @@ def main(config_path: Path, *, health_host: str, health_port: int | None) -> int
         else None
     daemon.scheduler = schedule.Scheduler(schedule.trigger(config.connector.schedule), daemon.run_once,
                                           last_run_at=_last_scheduled_run(store))
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its per-job INFO lines say nothing ours do not
     daemon.scheduler.start()
-    logger.info("daemon started; next run at %s", _iso(daemon.scheduler.next_run_at()))
+    logger.info("daemon started (schedule: %s)", _describe(config.connector.schedule))
     try:
         daemon.stop.wait()
         logger.info("stopping: the file in hand is rolled back and imported next run")
@@ -127,12 +127,17 @@ def _on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def _last_scheduled_run(store: db.Store) -> datetime | None:
-    """When the last scheduled run started (a run missed since then runs once on start-up)."""
+def _last_scheduled_run(store: db.Store) -> datetime:
+    """When the last scheduled run started: a run due since then runs once on start-up. A daemon that never
+    ran counts as having missed the latest due run, so a first start runs at once."""
     run = tables.Run.__table__
     with store.engine.connect() as conn:
         started = conn.execute(sa.select(sa.func.max(run.c.started_at)).where(run.c.trigger == "schedule")).scalar()
-    return datetime.fromtimestamp(started, UTC) if started else None
+    return datetime.fromtimestamp(started or 0, UTC)
+
+
+def _describe(settings: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.model_dump(exclude_none=True).items())
 
 
 def _iso(moment: datetime | None) -> str:

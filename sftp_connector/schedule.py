@@ -224,6 +224,11 @@ class Scheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=wait)
 
+    @property
+    def running(self) -> bool:
+        """Whether the scheduler thread is alive (what /healthz reports)."""
+        return bool(self._scheduler.running)
+
     def next_run_at(self) -> datetime | None:
         """Return the next scheduled run, or None if the scheduler is not running or the trigger is exhausted."""
         job = self._scheduler.get_job(_JOB_ID) if self._scheduler.running else None
