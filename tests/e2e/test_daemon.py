@@ -3,6 +3,7 @@ health endpoint and metrics, SIGTERM mid-file, and two replicas sharing one stor
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import os
@@ -160,3 +161,43 @@ def test_two_replicas_never_run_a_goal_at_once(deployment: Deployment) -> None:
     for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end, "two runs of one goal overlapped"
     assert deployment.properties() == [{"email": ["a@x.com"], "name": ["Ada"]}]
+
+
+def test_a_failing_run_emails_and_posts_to_real_servers(deployment: Deployment) -> None:
+    from aiosmtpd.controller import Controller
+
+    from tests.integration.test_notify import Mailbox
+
+    posts: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    mailbox = Mailbox()
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        deployment.update_connector({"notifications": {
+            "email": {"to": ["ops@example.com"], "smtp": {"host": "127.0.0.1", "port": smtp.port}},
+            "webhook": {"url": f"http://127.0.0.1:{hook.server_address[1]}/hook", "when": "always"}}})
+        deployment.write_goal("customers", GOAL.replace("field: name", "field: nom"))
+        deployment.put("in/customers_1.csv", "email,name\na@x.com,Ada\n", mtime=OLD)
+        done = deployment.cli("run")
+        assert done.returncode == 1
+    finally:
+        smtp.stop()
+        hook.shutdown()
+    [message] = mailbox.messages
+    assert "failed" in message["Subject"]
+    body = message.get_content()
+    assert "customers" in body and "customers_1.csv" in body and "nom not in the file" in body
+    [post] = posts
+    assert post["run"]["status"] == "failed" and "failed" in post["text"]
