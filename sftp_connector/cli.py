@@ -75,7 +75,7 @@ def _fail_config(exc: ConfigError) -> None:
 
 def _store(config: load.Config) -> db.Store:
     try:
-        return db.open_store(config.connector.store.url)
+        return db.open_store(config.connector.store.url, lock_timeout_s=config.connector.store.lock_timeout_s)
     except ConfigError as exc:
         _fail_config(exc)
     except GoalError as exc:

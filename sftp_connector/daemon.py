@@ -91,7 +91,7 @@ def main(config_path: Path, *, health_host: str, health_port: int | None) -> int
     config = load.load(config_path)
     if config.connector.schedule is None:
         raise ConfigError("connector.yaml: the daemon needs a schedule: (every_minutes, times_per_day, …)")
-    store = db.open_store(config.connector.store.url)
+    store = db.open_store(config.connector.store.url, lock_timeout_s=config.connector.store.lock_timeout_s)
     daemon = Daemon(config_path, config, store)
     _on_signals(daemon.stop)
     server = health.serve(health_host, health_port, daemon.metrics, daemon.health) if health_port is not None \

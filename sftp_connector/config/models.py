@@ -109,6 +109,8 @@ class Pgp(Model):
 class Store(Model):
     url: str = "sqlite:///state/connector.db"
     """sqlite:///path (relative to connector.yaml) or postgresql+psycopg://user@host/db."""
+    lock_timeout_s: float = Field(60, gt=0)
+    """How long a write waits for another writer's lock (SQLite) before the file fails and is retried."""
 
 
 class Privacy(Model):

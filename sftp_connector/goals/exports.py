@@ -23,7 +23,7 @@ import orjson
 import polars as pl
 from sqlalchemy.engine import Connection
 
-from sftp_connector import pgp, rules, segments, sftp
+from sftp_connector import failpoints, pgp, rules, segments, sftp
 from sftp_connector.config import models
 from sftp_connector.errors import ConfigError, GoalError, TransportError
 from sftp_connector.goals.context import RunContext
@@ -107,6 +107,7 @@ def _export(ctx: RunContext, goal: models.ExportProfiles) -> list[FileResult]:
     sealed = [_sealed(ctx, goal, written) for written in done.files]
     digests = [_sha256(local) for local, _ in sealed]
     placed = _upload(ctx, goal, directory, sealed)
+    failpoints.reached("after-upload")
     with ctx.store.transaction() as conn:
         store_exports.save_watermark(conn, goal.name, done.started, placed[0], ctx.run)
         if done.ids:

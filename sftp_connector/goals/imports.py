@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sftp_connector import csvio, events, files, history, linked, merge, pgp, processors, sftp
+from sftp_connector import csvio, events, failpoints, files, history, linked, merge, pgp, processors, sftp
 from sftp_connector.config import models
 from sftp_connector.config.load import goal_digest
 from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupted, RowReject, TransportError
@@ -129,6 +129,7 @@ class Local:
 
 def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileResult]:
     downloaded = [_download(ctx, job.goal, entry, remote) for entry, remote in job.members]
+    failpoints.reached("after-download")
     if all(files.unchanged_by_content(d.sha256, job.records.get(d.remote.path), job.digest, ctx.force)
            for d in downloaded):
         for d in downloaded:
@@ -136,6 +137,7 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
         return [FileResult(d.remote.path, "skipped_unchanged", d.sha256) for d in downloaded]
     plain = [replace(d, **dict(zip(("plain", "signer"), _decrypt(ctx, job.goal, _local(ctx, d.remote), d),
                                    strict=True))) for d in downloaded]
+    failpoints.reached("after-decrypt")
     results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
     for result, d in zip(results, plain, strict=True):
         result.signer = d.signer
@@ -226,6 +228,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             counts.cells_rejected += len(processed.rejects)
             rejects += [*data.rejects, *processed.rejects]
             merge.apply(ctx.store, conn, processed.frame, state)
+            failpoints.reached("mid-merge")
             joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
             for unmatched, rejected in _events(ctx, conn, goal, joined, now).values():
                 counts.rows_unmatched += unmatched

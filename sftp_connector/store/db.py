@@ -95,13 +95,14 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(url: str) -> Store:
-    """Given a store URL, return a Store with its schema created or upgraded.
+def open_store(url: str, *, lock_timeout_s: float = 60.0) -> Store:
+    """Given a store URL, return a Store with its schema created or upgraded. A write waits up to
+    lock_timeout_s for another writer's lock, then fails (the file is retried next run).
 
     Raise ConfigError if the URL is malformed, StoreError if the database cannot be reached.
     """
     try:
-        engine = _engine(url)
+        engine = _engine(url, lock_timeout_s)
     except (sa.exc.ArgumentError, ModuleNotFoundError) as exc:
         raise ConfigError(f"store.url: cannot use {_redact_url(url)}: {exc}") from exc
     store = Store(engine)
@@ -112,24 +113,27 @@ def open_store(url: str) -> Store:
     return store
 
 
-def _engine(url: str) -> Engine:
+def _engine(url: str, lock_timeout_s: float) -> Engine:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+        engine = sa.create_engine(url, connect_args={"timeout": lock_timeout_s, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", lambda dbapi, _record: dbapi.execute(
+            f"PRAGMA busy_timeout={int(lock_timeout_s * 1000)}"))
         # Take the write lock at BEGIN: two runs must not both read max(id) and then write.
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url, pool_pre_ping=True,
+                            connect_args={"options": f"-c lock_timeout={int(lock_timeout_s * 1000)}"})
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON",
-                   "busy_timeout=60000", "temp_store=MEMORY", "cache_size=-65536"):
+                   "temp_store=MEMORY", "cache_size=-65536"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
