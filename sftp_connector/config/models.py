@@ -454,6 +454,8 @@ class ExportCsv(Model):
     quote: str = '"'
     header: bool = True
     multi_value_separator: str = "|"
+    escape_formulas: bool = False
+    """Prefix `'` to values starting with =, +, -, @, tab or CR (not plain numbers), so spreadsheets do not run them."""
 
     @model_validator(mode="after")
     def _single_characters(self) -> ExportCsv:

@@ -226,7 +226,15 @@ def _render(connector: models.Connector, goal: models.ExportProfiles, query: Pla
 
 
 def _append(out: IO[bytes], frame: pl.DataFrame, options: models.ExportCsv, *, header: bool) -> None:
+    if options.escape_formulas:
+        frame = frame.with_columns(_defused(pl.col(c)).alias(c) for c, t in frame.schema.items() if t == pl.String)
     frame.write_csv(out, separator=options.delimiter, quote_char=options.quote, include_header=header)
+
+
+def _defused(value: pl.Expr) -> pl.Expr:
+    """A text column with formula-looking values prefixed by `'` (a plain number such as -5 stays as it is)."""
+    risky = value.str.contains(r"^[=+\-@\t\r]") & ~value.str.contains(r"^[+-]?[0-9]+(\.[0-9]+)?$")
+    return pl.when(risky).then(pl.lit("'") + value).otherwise(value)
 
 
 def _write_events(

@@ -261,3 +261,19 @@ def test_only_consenting_profiles_with_an_exported_value_leave(exporting: Deploy
     rows = decrypted_rows(exporting, sshd, exported(result)[0].path)
     # C3 was found by crm_id, so its email (an identifier) is not written to it: only newsletter is held.
     assert rows == [["email", "newsletter"], ["", "yes"]]
+
+
+def test_formulas_are_neutralised_when_asked(exporting: Deployment, sshd: SshServer) -> None:
+    exporting.put("in/customers_2.csv", "id,email,newsletter,interests,points,permission\n"
+                  "C9,=cmd|' /C calc'!A0,yes,+31|@SUM(A1)|-x|-5,3,=1+1\n", mtime=OLD)
+    columns = [{"column": "email", "property": "email"}, {"column": "interests", "property": "interests"},
+               {"column": "permission", "value": "permission_level"}]
+    exporting.write_goal("newsletter", {**EXPORT, "segment": None, "columns": columns, "changed_only": False,
+                                        "csv": {"escape_formulas": True, "multi_value_separator": ";"}})
+    [file] = exported(exporting.run())
+    rows = decrypted_rows(exporting, sshd, file.path)
+    assert ["'=cmd|' /C calc'!A0", "'+31;@SUM(A1);-x;-5", "'=1+1"] in rows
+    exporting.write_goal("newsletter", {**EXPORT, "segment": None, "columns": columns, "changed_only": False,
+                                        "filename": "raw_{run}.csv"})
+    [raw] = exported(exporting.run("newsletter"))
+    assert ["=cmd|' /C calc'!A0", "+31|@SUM(A1)|-x|-5", "=1+1"] in decrypted_rows(exporting, sshd, raw.path)
