@@ -73,6 +73,8 @@ def load(path: Path) -> Config:
     goals, goal_files = _load_goals(path.parent / "goals", problems)
     if connector is not None:
         problems += _segment_problems(connector, goals, goal_files)
+        problems += [f"goals/{goal_files[g.name].name}: {problem}" for g in goals
+                     if isinstance(g, models.ExportProfiles) for problem in denied_columns(connector, g)]
     if problems or connector is None:
         raise ConfigError(problems or [f"{path}: could not be read"])
     return Config(path=path, connector=connector, goals=tuple(goals), goal_files=goal_files)
@@ -214,6 +216,19 @@ def _load_goals(directory: Path, problems: list[str]) -> tuple[list[Any], dict[s
         goals.append(goal)
         files[goal.name] = file
     return goals, files
+
+
+def denied_columns(connector: models.Connector, goal: models.ExportProfiles) -> list[str]:
+    """Given an export goal, return a problem for each column that reads a property labelled with one of the
+    goal's deny_labels (connector.yaml `labels`)."""
+    problems = []
+    for column in goal.columns:
+        prop = connector.privacy.permission_property if column.value == "permission_level" else column.property
+        for label in connector.labels.get(prop or "", []):
+            if label in goal.deny_labels:
+                problems.append(f"export goal {goal.name}: column {column.column} reads property {prop}, labelled "
+                                f"{label}, which its deny_labels refuse")
+    return problems
 
 
 def _segment_problems(connector: models.Connector, goals: list[Any], files: dict[str, Path]) -> list[str]:

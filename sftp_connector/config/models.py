@@ -375,6 +375,11 @@ class EventSpec(Model):
     """Count each nested item with a `sku` in the product table (times bought, last bought)."""
 
 
+class DeleteWhen(Model):
+    field: str
+    equals: str
+
+
 class ImportGoalBase(Model):
     name: str
     enabled: bool = True
@@ -392,6 +397,13 @@ class ImportGoalBase(Model):
     prefix: str = ""
     mappings: list[Mapping] = []
     bulk_mapping: BulkMapping | None = None
+    write_mode: Literal["append", "overwrite"] = "append"
+    """overwrite: each imported file (set) is the whole truth for this goal; what the goal wrote for
+    profiles it no longer holds is cleared in the same transaction."""
+    max_clear_ratio: float = Field(0.5, ge=0, le=1)
+    """overwrite refuses a file that would clear more than this share of the goal's profiles (run --force)."""
+    delete_when: DeleteWhen | None = None
+    """Rows matching it are erasure requests: the matched profile is erased."""
 
     _size = field_validator("max_file_bytes", mode="before")(classmethod(lambda cls, v: parse_size(v)))
 
@@ -504,6 +516,10 @@ class ExportProfiles(Model):
     encrypt: bool | None = None
     """Encrypt to pgp.encrypt.recipients; default: when pgp is enabled and recipients are set."""
     csv: ExportCsv = ExportCsv()
+    format: Literal["csv", "parquet"] = "csv"
+    """parquet: multi-valued properties as list columns; a `.csv` file name ends in `.parquet` instead."""
+    deny_labels: list[str] = []
+    """Refuse to export a property carrying one of these labels (connector.yaml `labels`)."""
     columns: list[ExportColumn] = Field(min_length=1)
     events: ExportEvents | None = None
 

@@ -16,24 +16,22 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 import polars as pl
 from sqlalchemy.engine import Connection
 
-from sftp_connector import failpoints, pgp, rules, segments, sftp
-from sftp_connector.config import models
+from sftp_connector import failpoints, pgp, segments, sftp
+from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, GoalError, TransportError
+from sftp_connector.goals import export_files
 from sftp_connector.goals.context import RunContext
 from sftp_connector.goals.results import FileResult, GoalResult
 from sftp_connector.store import exports as store_exports
 from sftp_connector.store import queries
 
 logger = logging.getLogger(__name__)
-
-SHOWN_ROWS = 5  # rows a dry run prints
 
 
 @dataclass(slots=True)
@@ -52,21 +50,11 @@ class Plan:
 
 
 @dataclass(slots=True)
-class Written:
-    """A local file ready to upload, with what it holds."""
-
-    name: str
-    path: Path
-    rows: int
-    head: pl.DataFrame | None = None
-
-
-@dataclass(slots=True)
 class Export:
     """The files of one export, the profile ids it holds, and when it began reading."""
 
     started: float
-    files: list[Written] = field(default_factory=list)
+    files: list[export_files.Written] = field(default_factory=list)
     ids: list[pl.Series] = field(default_factory=list)
 
     @property
@@ -95,6 +83,9 @@ def _fail(result: GoalResult, exc: GoalError) -> None:
 
 
 def _export(ctx: RunContext, goal: models.ExportProfiles) -> list[FileResult]:
+    refused = load.denied_columns(ctx.config.connector, goal)
+    if refused:
+        raise GoalError("; ".join(refused))
     name = _filename(ctx, goal)
     directory = sftp.resolve(ctx.config.connector.sftp.home, goal.directory)
     with ctx.store.engine.connect() as conn:
@@ -143,19 +134,14 @@ def plan(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, *, wate
     chosen = " AND ".join(tests) or "(1=1)"
     if watermark is not None:
         tests.append(f"p.updated_at > {sql.param(watermark)}")
-    properties = list(dict.fromkeys(_property_of(connector, c) for c in goal.columns if _property_of(connector, c)))
+    read = (export_files.property_of(connector, c) for c in goal.columns)
+    properties = list(dict.fromkeys(prop for prop in read if prop))
     held = [f"p.{columns[p]} IS NOT NULL" for p in properties if p in columns and _is_exported_property(goal, p)]
     tests.append("(" + " OR ".join(held) + ")" if held else "(1=0)" if _exports_properties(goal) else "(1=1)")
-    flags = list(dict.fromkeys(name for c in goal.columns for name in _segment_names(connector, c)))
+    flags = list(dict.fromkeys(name for c in goal.columns for name in export_files.segment_names(connector, c)))
     picks = [f"p.{columns[p]}" if p in columns else "NULL" for p in properties]
     picks += [f"(CASE WHEN {sql.segment(name)} THEN 1 ELSE 0 END)" for name in flags]
     return Plan(" AND ".join(tests), chosen, sql.params, picks, properties, flags)
-
-
-def _property_of(connector: models.Connector, column: models.ExportColumn) -> str | None:
-    if column.value == "permission_level":
-        return connector.privacy.permission_property
-    return column.property
 
 
 def _exports_properties(goal: models.ExportProfiles) -> bool:
@@ -166,130 +152,45 @@ def _is_exported_property(goal: models.ExportProfiles, prop: str) -> bool:
     return any(c.property == prop for c in goal.columns)
 
 
-def _segment_names(connector: models.Connector, column: models.ExportColumn) -> list[str]:
-    if column.value == "segments":
-        return list(connector.segments)
-    return list(column.segments or [])
-
-
 def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name: str) -> Export:
     """Write the profiles file (and the events files) into the run's work folder."""
     done = Export(started=time.time())
     watermark = store_exports.watermark(conn, goal.name) if goal.changed_only else None
     query = plan(ctx, conn, goal, watermark=watermark)
-    local = ctx.work_dir / sftp.local_name(name)
-    written = Written(name, local, 0)
-    with local.open("wb") as out:
-        header = goal.csv.header
-        for rows in store_exports.profile_pages(conn, picks=query.picks, where=query.where, params=query.params,
-                                                sqlite=ctx.store.is_sqlite):
-            page = _render(ctx.config.connector, goal, query, rows)
-            done.ids.append(pl.Series("id", [row[0] for row in rows], pl.Int64))
-            _append(out, page, goal.csv, header=header)
-            header = False
-            written.rows += page.height
-            if written.head is None:
-                written.head = page.head(SHOWN_ROWS)
-        if header:  # no rows: the header alone (written only with export_empty)
-            _append(out, pl.DataFrame(schema=dict.fromkeys((c.column for c in goal.columns), pl.String)), goal.csv,
-                    header=True)
+    main = export_files.file_name(goal, name)
+    sink = export_files.Sink(ctx.work_dir / sftp.local_name(main), main, goal)
+    for rows in store_exports.profile_pages(conn, picks=query.picks, where=query.where, params=query.params,
+                                            sqlite=ctx.store.is_sqlite):
+        sink.add(export_files.render(ctx.config.connector, goal, query.properties, query.flags, rows))
+        done.ids.append(pl.Series("id", [row[0] for row in rows], pl.Int64))
+    written = sink.close()
     done.files.append(written)
     if goal.events is not None and (written.rows or goal.export_empty):
         done.files += _write_events(ctx, conn, goal, name, query, watermark)
     return done
 
 
-def _render(connector: models.Connector, goal: models.ExportProfiles, query: Plan,
-            rows: list[tuple[Any, ...]]) -> pl.DataFrame:
-    """Given a page of (id, property cells…, segment flags…), return the export columns as strings."""
-    names = ["id", *(f"v{i}" for i in range(len(query.properties))), *(f"s{i}" for i in range(len(query.flags)))]
-    schema = {n: (pl.Int64 if n == "id" or n.startswith("s") else pl.String) for n in names}
-    frame = pl.DataFrame(rows, schema=schema, orient="row")
-    sep = goal.csv.multi_value_separator
-    where = {prop: f"v{i}" for i, prop in enumerate(query.properties)}
-    flag = {name: f"s{i}" for i, name in enumerate(query.flags)}
-
-    def value(column: models.ExportColumn) -> pl.Expr:
-        if column.text is not None:
-            return pl.lit(column.text)
-        if column.value == "profile_id":
-            return pl.col("id").cast(pl.String)
-        names = _segment_names(connector, column)
-        if column.value == "segments" or column.segments is not None:
-            return pl.concat_list(pl.when(pl.col(flag[n]) == 1).then(pl.lit(n)) for n in names).list.drop_nulls() \
-                .list.join(sep) if names else pl.lit("")
-        prop = _property_of(connector, column)
-        return rules.decode(pl.col(where[prop or ""])).list.join(sep)
-
-    return frame.select(value(c).alias(f"c{i}") for i, c in enumerate(goal.columns)).rename(
-        {f"c{i}": c.column for i, c in enumerate(goal.columns)})
-
-
-def _append(out: IO[bytes], frame: pl.DataFrame, options: models.ExportCsv, *, header: bool) -> None:
-    if options.escape_formulas:
-        frame = frame.with_columns(_defused(pl.col(c)).alias(c) for c, t in frame.schema.items() if t == pl.String)
-    frame.write_csv(out, separator=options.delimiter, quote_char=options.quote, include_header=header)
-
-
-def _defused(value: pl.Expr) -> pl.Expr:
-    """A text column with formula-looking values prefixed by `'` (a plain number such as -5 stays as it is)."""
-    risky = value.str.contains(r"^[=+\-@\t\r]") & ~value.str.contains(r"^[+-]?[0-9]+(\.[0-9]+)?$")
-    return pl.when(risky).then(pl.lit("'") + value).otherwise(value)
-
-
 def _write_events(
     ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name: str, query: Plan, watermark: float | None,
-) -> list[Written]:
-    """One CSV per event type (profile_id, id, time, its properties), and one per nested list (parent id, items)."""
+) -> list[export_files.Written]:
+    """The events files of the exported profiles: one per event type, and one per nested list."""
     assert goal.events is not None
     spec = goal.events
     types = store_exports.event_types(conn) if spec.types == "all" else list(spec.types)
-    stem, ext = (name[:-4], ".csv") if name.lower().endswith(".csv") else (name, "")
     since = spec.since or (segments.Sql(sqlite=True, columns={}, segments={}).cutoff(spec.since_days)
                            if spec.since_days is not None else None)
+    mark = (lambda key: f":{key}") if ctx.store.is_sqlite else (lambda key: f"%({key})s")
     files = []
     for kind in types:
-        params = dict(query.params)
-        mark = (lambda key: f":{key}") if ctx.store.is_sqlite else (lambda key: f"%({key})s")
-        params.update({"event_type": kind, "event_since": since or "", "event_after": watermark or 0.0})
+        params = {**query.params, "event_type": kind, "event_since": since or "", "event_after": watermark or 0.0}
         where = f"e.type = {mark('event_type')} AND {query.segment}"
         if watermark is not None:
             where += f" AND e.updated_at > {mark('event_after')}"
         if since:
             where += f" AND e.time >= {mark('event_since')}"
         rows = store_exports.events_of(conn, where=where, params=params)
-        files += _event_files(ctx, goal, f"{stem}_{kind}", ext, kind, rows)
+        files += export_files.event_files(ctx.work_dir, goal, name, kind, rows)
     return files
-
-
-def _event_files(ctx: RunContext, goal: models.ExportProfiles, stem: str, ext: str, kind: str,
-                 rows: list[tuple[Any, ...]]) -> list[Written]:
-    events, nested = [], {}
-    for pid, event_id, at, properties, items in rows:
-        events.append({"profile_id": str(pid), "id": event_id, "time": at or "", **orjson.loads(properties)})
-        for list_name, entries in orjson.loads(items).items():
-            nested.setdefault(list_name, []).extend({f"{kind}_id": event_id, **entry} for entry in entries)
-    files = [_table_file(ctx, goal, f"{stem}{ext}", events, ["profile_id", "id", "time"])]
-    files += [_table_file(ctx, goal, f"{stem}_{list_name}{ext}", entries, [f"{kind}_id"])
-              for list_name, entries in nested.items()]
-    return files
-
-
-def _table_file(ctx: RunContext, goal: models.ExportProfiles, name: str, records: list[dict[str, Any]],
-                first: list[str]) -> Written:
-    """Write records (dicts of strings) as a CSV whose columns are `first`, then every other key in order seen."""
-    keys = list(dict.fromkeys([*first, *(k for r in records for k in r)]))
-    frame = pl.DataFrame({k: [_cell(r.get(k)) for r in records] for k in keys}, schema=dict.fromkeys(keys, pl.String))
-    local = ctx.work_dir / sftp.local_name(name)
-    with local.open("wb") as out:
-        _append(out, frame, goal.csv, header=goal.csv.header)
-    return Written(name, local, frame.height, frame.head(SHOWN_ROWS))
-
-
-def _cell(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode()
 
 
 # ── encrypt, upload, report ───────────────────────────────────────────────────────────
@@ -300,12 +201,12 @@ def _dry_run(goal: models.ExportProfiles, directory: str, done: Export) -> FileR
         logger.info("goal %s (dry run): would export %d row(s) to %s", goal.name, written.rows,
                     posixpath.join(directory, written.name))
         if written.head is not None and written.head.height:
-            with pl.Config(tbl_rows=SHOWN_ROWS, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=40):
+            with pl.Config(tbl_rows=export_files.SHOWN_ROWS, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=40):
                 logger.info("goal %s (dry run): first rows of %s:\n%s", goal.name, written.name, written.head)
     return FileResult(posixpath.join(directory, done.files[0].name), "dry_run", rows_exported=done.rows)
 
 
-def _sealed(ctx: RunContext, goal: models.ExportProfiles, written: Written) -> tuple[Path, str]:
+def _sealed(ctx: RunContext, goal: models.ExportProfiles, written: export_files.Written) -> tuple[Path, str]:
     """The file to upload and its remote name: encrypted (and signed) to the configured recipients
     when encryption is on."""
     settings = ctx.config.connector.pgp

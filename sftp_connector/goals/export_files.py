@@ -1,0 +1,178 @@
+"""The files an export writes: profile pages rendered into the goal's columns, and events files,
+as CSV (appended page by page) or Parquet (multi-valued properties as list columns).
+
+CSV cells hold multi-values joined with the goal's separator; with `escape_formulas` a cell
+that a spreadsheet would run as a formula gets a leading `'`. Parquet keeps types: profile
+ids as integers, property values and segment names as lists of strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import polars as pl
+
+from sftp_connector import rules, sftp
+from sftp_connector.config import models
+
+SHOWN_ROWS = 5  # rows a dry run prints
+
+
+@dataclass(slots=True)
+class Written:
+    """A local file ready to upload: its remote name, where it is, how many rows, the first ones."""
+
+    name: str
+    path: Path
+    rows: int
+    head: pl.DataFrame | None = None
+
+
+def file_name(goal: models.ExportProfiles, name: str) -> str:
+    """The goal's file name for its format: a Parquet export's `.csv` becomes `.parquet`."""
+    if goal.format == "parquet":
+        return (name[:-4] if name.lower().endswith(".csv") else name) + ".parquet"
+    return name
+
+
+def property_of(connector: models.Connector, column: models.ExportColumn) -> str | None:
+    """The property a column reads (permission_level reads privacy.permission_property), or None."""
+    if column.value == "permission_level":
+        return connector.privacy.permission_property
+    return column.property
+
+
+def segment_names(connector: models.Connector, column: models.ExportColumn) -> list[str]:
+    """The segments a segments column names (`value: segments`: every segment)."""
+    if column.value == "segments":
+        return list(connector.segments)
+    return list(column.segments or [])
+
+
+@dataclass(slots=True)
+class Sink:
+    """Where rendered pages go: appended to a CSV file, or gathered and written as one Parquet file."""
+
+    path: Path
+    name: str
+    goal: models.ExportProfiles
+    rows: int = 0
+    head: pl.DataFrame | None = None
+    pages: list[pl.DataFrame] = field(default_factory=list)
+    _started: bool = False
+
+    def add(self, page: pl.DataFrame) -> None:
+        self.rows += page.height
+        if self.head is None:
+            self.head = page.head(SHOWN_ROWS)
+        if self.goal.format == "parquet":
+            self.pages.append(page)
+            return
+        with self.path.open("ab" if self._started else "wb") as out:
+            _write_csv(out, page, self.goal.csv, header=self.goal.csv.header and not self._started)
+        self._started = True
+
+    def close(self) -> Written:
+        """Finish the file (with the header alone when no page came) and return it."""
+        if self.goal.format == "parquet":
+            frame = pl.concat(self.pages) if self.pages else _empty(self.goal, lists=True)
+            frame.write_parquet(self.path, compression="zstd")
+        elif not self._started:
+            with self.path.open("wb") as out:
+                _write_csv(out, _empty(self.goal, lists=False), self.goal.csv, header=self.goal.csv.header)
+        return Written(self.name, self.path, self.rows, self.head)
+
+
+def _empty(goal: models.ExportProfiles, *, lists: bool) -> pl.DataFrame:
+    if not lists:
+        return pl.DataFrame(schema=dict.fromkeys((c.column for c in goal.columns), pl.String))
+    return pl.DataFrame(schema={c.column: _parquet_type(c) for c in goal.columns})
+
+
+def _parquet_type(column: models.ExportColumn) -> pl.DataType:
+    if column.value == "profile_id":
+        return pl.Int64()
+    if column.text is not None:
+        return pl.String()
+    return pl.List(pl.String)
+
+
+def render(connector: models.Connector, goal: models.ExportProfiles, properties: list[str], flags: list[str],
+           rows: list[tuple[Any, ...]]) -> pl.DataFrame:
+    """Given a page of (id, property cells…, segment flags…), return the goal's columns: strings for CSV,
+    typed (lists for values) for Parquet."""
+    names = ["id", *(f"v{i}" for i in range(len(properties))), *(f"s{i}" for i in range(len(flags)))]
+    schema = {n: (pl.Int64 if n == "id" or n.startswith("s") else pl.String) for n in names}
+    frame = pl.DataFrame(rows, schema=schema, orient="row")
+    lists = goal.format == "parquet"
+    sep = goal.csv.multi_value_separator
+    where = {prop: f"v{i}" for i, prop in enumerate(properties)}
+    flag = {name: f"s{i}" for i, name in enumerate(flags)}
+
+    def value(column: models.ExportColumn) -> pl.Expr:
+        if column.text is not None:
+            return pl.lit(column.text)
+        if column.value == "profile_id":
+            return pl.col("id") if lists else pl.col("id").cast(pl.String)
+        names = segment_names(connector, column)
+        if column.value == "segments" or column.segments is not None:
+            held = pl.concat_list(pl.when(pl.col(flag[n]) == 1).then(pl.lit(n)) for n in names).list.drop_nulls() \
+                if names else pl.lit([], pl.List(pl.String))
+            return held if lists else held.list.join(sep)
+        values = rules.decode(pl.col(where[property_of(connector, column) or ""]))
+        return values if lists else values.list.join(sep)
+
+    return frame.select(value(c).alias(f"c{i}") for i, c in enumerate(goal.columns)).rename(
+        {f"c{i}": c.column for i, c in enumerate(goal.columns)})
+
+
+def _write_csv(out: Any, frame: pl.DataFrame, options: models.ExportCsv, *, header: bool) -> None:
+    if options.escape_formulas:
+        frame = frame.with_columns(_defused(pl.col(c)).alias(c) for c, t in frame.schema.items() if t == pl.String)
+    frame.write_csv(out, separator=options.delimiter, quote_char=options.quote, include_header=header)
+
+
+def _defused(value: pl.Expr) -> pl.Expr:
+    """A text column with formula-looking values prefixed by `'` (a plain number such as -5 stays as it is)."""
+    risky = value.str.contains(r"^[=+\-@\t\r]") & ~value.str.contains(r"^[+-]?[0-9]+(\.[0-9]+)?$")
+    return pl.when(risky).then(pl.lit("'") + value).otherwise(value)
+
+
+def event_files(work_dir: Path, goal: models.ExportProfiles, name: str, kind: str,
+                rows: list[tuple[Any, ...]]) -> list[Written]:
+    """One file of the events of a type (profile_id, id, time, its properties) and one per nested list
+    (`<type>_id`, then the items' properties), named `<stem>_<type>[_<list>]<ext>`."""
+    stem, ext = (name[:-4], ".csv") if name.lower().endswith(".csv") else (name, "")
+    events, nested = [], {}
+    for pid, event_id, at, properties, items in rows:
+        events.append({"profile_id": str(pid), "id": event_id, "time": at or "", **orjson.loads(properties)})
+        for list_name, entries in orjson.loads(items).items():
+            nested.setdefault(list_name, []).extend({f"{kind}_id": event_id, **entry} for entry in entries)
+    files = [_table(work_dir, goal, f"{stem}_{kind}{ext}", events, ["profile_id", "id", "time"])]
+    files += [_table(work_dir, goal, f"{stem}_{kind}_{list_name}{ext}", entries, [f"{kind}_id"])
+              for list_name, entries in nested.items()]
+    return files
+
+
+def _table(work_dir: Path, goal: models.ExportProfiles, name: str, records: list[dict[str, Any]],
+           first: list[str]) -> Written:
+    """Write records (dicts of strings) with the columns `first`, then every other key in order seen."""
+    name = file_name(goal, name)
+    keys = list(dict.fromkeys([*first, *(k for r in records for k in r)]))
+    frame = pl.DataFrame({k: [_cell(r.get(k)) for r in records] for k in keys}, schema=dict.fromkeys(keys, pl.String))
+    local = work_dir / sftp.local_name(name)
+    if goal.format == "parquet":
+        frame.write_parquet(local, compression="zstd")
+    else:
+        with local.open("wb") as out:
+            _write_csv(out, frame, goal.csv, header=goal.csv.header)
+    return Written(name, local, frame.height, frame.head(SHOWN_ROWS))
+
+
+def _cell(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
