@@ -55,6 +55,8 @@ class Counts:
     rows_unmatched: int = 0
     orphans: int = 0
     no_consent: int = 0
+    erased: int = 0
+    cleared: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ class Occurrences:
             at = self.seen.search_sorted(frame.get_column("h")).clip(0, self.seen.len() - 1)
             present = (self.seen.gather(at) == frame.get_column("h")).fill_null(False)
         else:
-            present = pl.Series([False] * frame.height)
+            present = pl.Series([False] * frame.height, dtype=pl.Boolean)
         frame = frame.with_columns(present=present)
         prior = [self.more.get(h, 1) if hit else 0 for h, hit in zip(
             frame.get_column("h").to_list(), present.to_list(), strict=True)] if present.any() else 0
@@ -159,6 +161,8 @@ class FileMerge:
     """Whether the store held values of each identifier property before this file."""
     added: dict[str, pl.Series] = field(default_factory=dict)
     """Hashes of the identifier values this file added to the index, by property."""
+    present: list[pl.Series] = field(default_factory=list)
+    """The profiles of the file's rows, applied or unchanged (what an overwrite keeps)."""
 
     @property
     def identifiers(self) -> list[tuple[str, str]]:
@@ -214,6 +218,8 @@ def start(store: Store, conn: Connection, ctx: Context, fields: list[str], *, fi
 
 def apply(store: Store, conn: Connection, batch: pl.DataFrame, state: FileMerge) -> None:
     """Given one batch of a file's rows (String columns and _row), merge it into the store."""
+    if batch.is_empty():
+        return
     rows = _fresh(_keyed(batch, state), state)
     found = identity.resolve(lambda prop, values: _lookup(store, conn, prop, values, state), rows,
                              [(field_col(f), p) for f, p in state.identifiers],
@@ -271,11 +277,15 @@ def _fresh(rows: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     if state.previous is None:
         return rows.with_columns(_prev_hash=pl.lit(None, pl.Int64), _prev_sums=pl.lit(None, pl.String))
     previous = state.previous.select(pl.col("key").alias("_key"), pl.col("hash").alias("_prev_hash"),
-                                     pl.col("sums").cast(pl.String).alias("_prev_sums"))
+                                     pl.col("sums").cast(pl.String).alias("_prev_sums"),
+                                     pl.col("profile_id").alias("_prev_pid"))
     rows = rows.join(previous, on="_key", how="left", maintain_order="left")
-    unchanged = pl.col("_prev_hash") == pl.col("_hash")
-    state.counts.rows_unchanged += rows.select(unchanged.fill_null(False).sum()).item()
-    return rows.filter(~unchanged.fill_null(False))
+    unchanged = (pl.col("_prev_hash") == pl.col("_hash")).fill_null(False)
+    kept = rows.filter(unchanged)
+    state.counts.rows_unchanged += kept.height
+    if state.ctx.goal.write_mode == "overwrite":
+        state.present.append(kept.get_column("_prev_pid"))
+    return rows.filter(~unchanged).drop("_prev_pid")
 
 
 def _states(
@@ -408,6 +418,8 @@ def _write(
                      state)
     touched = records.get_column("profile_id")
     state.touched.append(touched)
+    if state.ctx.goal.write_mode == "overwrite":
+        state.present.append(touched)
     if sum(part.len() for part in state.touched) >= TOUCHED_FLUSH:
         _remember_touched(conn, state)
     latest = touched.reverse().unique(maintain_order=True).head(5).to_list()
@@ -467,7 +479,7 @@ def _link_groups(store: Store, conn: Connection, applied: pl.DataFrame, state: F
         if ref.rule == "set":  # a profile's last row in the batch says which groups it is in
             rows = rows.unique(subset="profile_id", keep="last", maintain_order=True)
         links = rows.explode("key").with_columns(type=pl.lit(ref.type))
-        queries.link_groups(store, conn, links, replace=ref.rule == "set")
+        queries.link_groups(store, conn, links, replace=ref.rule == "set", goal=state.ctx.goal.name)
 
 
 def finish(conn: Connection, states: list[FileMerge]) -> tuple[int, int, list[int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from sftp_connector import pgp, sftp
 from sftp_connector.config import models
 from sftp_connector.config.load import Config
 from sftp_connector.errors import GoalError, HostKeyError
+from sftp_connector.goals import locks
 from sftp_connector.store.db import Store
 
 logger = logging.getLogger(__name__)
@@ -33,13 +35,15 @@ class RunContext:
     _session: sftp.Session | None = None
     _session_error: GoalError | None = None
     _keyring: pgp.Keyring | None = None
+    _work_dir: Path | None = None
+    _work_lock: int | None = None
 
     @property
     def work_dir(self) -> Path:
-        path = self.config.state_dir / "tmp" / self.run
-        path.mkdir(parents=True, exist_ok=True)
-        path.chmod(0o700)
-        return path
+        """The run's private temp folder (state/tmp/<run>, 0700), locked while the run lives."""
+        if self._work_dir is None:
+            self._work_dir, self._work_lock = locks.claim_work_dir(self.config.state_dir / "tmp", self.run)
+        return self._work_dir
 
     @property
     def indexed(self) -> frozenset[str]:
@@ -77,8 +81,13 @@ class RunContext:
             self._session = None
 
     def close(self) -> None:
-        """Close the SFTP session, stop the run's gpg-agent and delete the run's temp files."""
+        """Close the SFTP session, stop the run's gpg-agent and delete the run's temp files (and those of runs
+        that were killed)."""
         self.drop_session()
         if self._keyring is not None:
             pgp.stop_agent(self._keyring)  # a long-running daemon must not collect agents
         shutil.rmtree(self.config.state_dir / "tmp" / self.run, ignore_errors=True)
+        if self._work_lock is not None:
+            os.close(self._work_lock)
+            self._work_dir = self._work_lock = None
+        locks.sweep_work_dirs(self.config.state_dir / "tmp")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sftp_connector import csvio, events, failpoints, files, history, linked, merge, pgp, processors, sftp
+from sftp_connector import csvio, events, failpoints, files, history, linked, merge, pgp, processors, sftp, sync
 from sftp_connector.config import models
 from sftp_connector.config.load import goal_digest
 from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupted, RowReject, TransportError
@@ -227,7 +227,9 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             counts.rows_rejected += len(data.rejects)
             counts.cells_rejected += len(processed.rejects)
             rejects += [*data.rejects, *processed.rejects]
-            merge.apply(ctx.store, conn, processed.frame, state)
+            kept, erasures = sync.split_erasures(processed.frame, goal, d.remote.name)
+            merge.apply(ctx.store, conn, kept, state)
+            counts.erased += sync.erase(ctx.store, conn, erasures, merge_ctx, now=now)
             failpoints.reached("mid-merge")
             joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
             for unmatched, rejected in _events(ctx, conn, goal, joined, now).values():
@@ -237,6 +239,8 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         assert state is not None
         _write_rejects(ctx, d.remote.path, [*rejects, *state.rejects])
         _check_reject_ratio(goal, state.counts)
+        if goal.write_mode == "overwrite":
+            state.counts.cleared = sync.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
         totals.touch(*merge.finish(conn, [state]))
     return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts)]
 
@@ -250,7 +254,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
              for d in locals_ if d.plain is not None]
     joined = linked.join(parts)
     processed = processors.run(job.steps, joined.frame, label=parts[0].label)
-    joined.frame = processed.frame
+    joined.frame, erasures = sync.split_erasures(processed.frame, goal, parts[0].label)
     linked.check_fields(goal, joined.frame.columns, joined.labels)
     counts = {p.entry.name: merge.Counts(rows_read=p.data.rows_read, rows_rejected=len(p.data.rejects))
               for p in parts}
@@ -263,6 +267,9 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
     now = time.time()
     with ctx.store.transaction(rollback=ctx.dry_run) as conn:
         ids = {d.entry.name: _record(conn, job, d, ctx.run, now) for d in locals_}
+        erase_ctx = _merge_context(ctx, goal, parts[0].label, job.digest)
+        counts[parts[0].entry.name].erased = sync.erase(
+            ctx.store, conn, erasures.unique(subset=csvio.ROW, keep="first"), erase_ctx, now=now)
         states = []
         for part in parts:
             state = _merge_level(ctx, conn, job, joined, part, ids[part.entry.name], now)
@@ -277,6 +284,8 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
         for d in locals_:
             _write_rejects(ctx, d.remote.path, rejects[d.entry.name])
             _check_reject_ratio(goal, counts[d.entry.name])
+        if goal.write_mode == "overwrite" and states:
+            counts[parts[0].entry.name].cleared = sync.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
         if states:
             totals.touch(*merge.finish(conn, states))
     status = "dry_run" if ctx.dry_run else "imported"

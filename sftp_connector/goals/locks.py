@@ -1,9 +1,14 @@
-"""One replica at a time per goal: several daemons may share one store.
+"""One replica at a time per goal: several daemons may share one store; and each run's work folder.
 
 On PostgreSQL a goal holds a session-level advisory lock on its own connection while it
 runs (released with the connection, even if the process dies). On SQLite, whose store is
 one local file, an exclusive `flock` on a lock file beside the state does the same for
 daemons on one machine. A goal whose lock is held elsewhere is skipped this run.
+
+A run's work folder (`state/tmp/<run>`, downloads and decrypted plaintext) is `flock`ed
+while the run lives. A process killed outright (SIGKILL, OOM, power loss) cannot remove
+its folder, so each run removes the folders no live run holds: plaintext does not linger
+and the disk does not fill.
 """
 
 from __future__ import annotations
@@ -11,12 +16,23 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
+import os
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from sftp_connector.errors import StoreError
 from sftp_connector.store.db import Store
+
+logger = logging.getLogger(__name__)
+
+_CLAIMING = ".claiming-"
+CLAIM_GRACE_S = 60.0
+"""A folder still being claimed (created, not yet locked) is left alone this long."""
 
 
 @contextlib.contextmanager
@@ -26,16 +42,23 @@ def goal_lock(store: Store, state_dir: Path, goal: str) -> Iterator[bool]:
         with _file_lock(state_dir / "locks" / f"{_key(goal)}.lock") as held:
             yield held
         return
-    with store.engine.connect() as conn:
-        key = int.from_bytes(hashlib.sha256(f"sftp-connector goal {goal}".encode()).digest()[:8], "big", signed=True)
+    key = int.from_bytes(hashlib.sha256(f"sftp-connector goal {goal}".encode()).digest()[:8], "big", signed=True)
+    try:
+        conn = store.engine.connect()
         held = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
         conn.commit()
-        try:
-            yield held
-        finally:
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"cannot take the goal's lock: {_short(exc)}", goal=goal) from exc
+    try:
+        yield held
+    finally:
+        # A lost connection has released the lock with it: a failing unlock must not hide the goal's outcome.
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
             if held:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            conn.close()
 
 
 @contextlib.contextmanager
@@ -56,3 +79,59 @@ def _file_lock(path: Path) -> Iterator[bool]:
 def _key(goal: str) -> str:
     """A goal name as a safe file name."""
     return hashlib.sha256(goal.encode()).hexdigest()[:16]
+
+
+def _short(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def claim_work_dir(root: Path, run: str) -> tuple[Path, int]:
+    """Given state/tmp and a run id, create the run's work folder (0700) and lock it; return it and the
+    lock's file descriptor, which the caller closes when the run ends. Folders of dead runs are removed first.
+    """
+    sweep_work_dirs(root)
+    staging = root / f"{_CLAIMING}{run}"
+    staging.mkdir(mode=0o700, parents=True)
+    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    path = root / run
+    os.rename(staging, path)  # seen under its run name only once locked: a sweep never takes a live folder
+    return path, fd
+
+
+def sweep_work_dirs(root: Path) -> list[Path]:
+    """Given state/tmp, remove the work folders that no live run holds locked; return them.
+
+    Contract: never raises for a folder that vanishes or cannot be removed; idempotent.
+    """
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        if entry.name.startswith(_CLAIMING) and _age(entry) < CLAIM_GRACE_S:
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue  # gone meanwhile, or not a folder
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live run holds it
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+            logger.info("removed %s, left by a run that was killed", entry)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0

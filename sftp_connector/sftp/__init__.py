@@ -42,6 +42,9 @@ BACKOFF_S = 1.0
 """First retry delay in seconds; it doubles with each attempt, up to BACKOFF_MAX_S."""
 BACKOFF_MAX_S = 30.0
 CHUNK = 32768
+STALE_PARTIAL_S = 3600.0
+"""A partial upload unchanged this long is a killed process's leftover (a live one grows or times out)."""
+_PARTIAL = re.compile(r"\.(.+)\.[0-9a-f]{8}\.partial", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,12 @@ def local_name(remote_path: str) -> str:
 def partial_name(name: str) -> str:
     """Given a remote file name, return the deterministic name it is first uploaded under."""
     return f".{name}.{zlib.crc32(name.encode('utf-8', 'surrogateescape')):08x}.partial"
+
+
+def is_partial_name(name: str) -> bool:
+    """Given a remote file name, return True if partial_name() made it (the checksum must match)."""
+    match = _PARTIAL.fullmatch(name)
+    return match is not None and partial_name(match.group(1)) == name
 
 
 def connect(config: models.Sftp) -> Session:
@@ -156,7 +165,9 @@ class Session:
         Raise TransportError if the upload, its size check or the rename fails.
 
         Contract: put to partial_name(), check the size, rename over the target (replaced if
-        there); the partial is removed on failure; the directory is created if missing.
+        there); the partial is removed on failure; the directory is created if missing. A killed
+        process cannot remove its partial: after a success, partials of ours in the directory
+        that stopped growing STALE_PARTIAL_S before (server clock) are removed.
         """
         target = self._abs(remote_path)
         folder, name = posixpath.split(target)
@@ -171,6 +182,7 @@ class Session:
                 self.remove(partial)
             raise
         logger.debug("uploaded %s to %s (%d bytes)", local, target, size)
+        self._remove_stale_partials(folder, target)
 
     def move(self, path: str, target_dir: str) -> str:
         """Given a remote file and a directory, move the file there and return its new path.
@@ -206,6 +218,19 @@ class Session:
         if self._link is not None:
             self._link.close()
             self._link = None
+
+    def _remove_stale_partials(self, folder: str, fresh: str) -> None:
+        """Remove our partial files in folder older than STALE_PARTIAL_S by the server's clock (the mtime of
+        the file just uploaded); a failure is logged, never raised: the upload itself succeeded."""
+        try:
+            now = self._run("stat", fresh, lambda sftp: sftp.stat(fresh)).st_mtime or 0
+            listing = self._run("list", folder, lambda sftp: sftp.listdir_attr(folder))
+            for attrs in listing:
+                if is_partial_name(attrs.filename) and now - (attrs.st_mtime or 0) > STALE_PARTIAL_S:
+                    logger.info("removing %s, left by an upload that was killed", attrs.filename)
+                    self.remove(posixpath.join(folder, attrs.filename))
+        except errors.TransportError as exc:
+            logger.warning("could not look for stale partial uploads in %s: %s", folder, exc)
 
     def _abs(self, path: str) -> str:
         return resolve(self.config.home, path)

@@ -88,6 +88,8 @@ class ProfileGroup(SQLModel, table=True):
     profile_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
     type: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
     key: str = Field(sa_column=Column(_BYTES_TEXT, primary_key=True))
+    goal: str = Field(sa_column=Column(Text, nullable=False))
+    """The goal that made the link (an overwrite removes its own links only)."""
 
 
 class Event(SQLModel, table=True):
@@ -128,6 +130,24 @@ class ExportState(SQLModel, table=True):
     watermark: float = Field(sa_column=Column(Float, nullable=False))
     last_file: str = Field(sa_column=Column(Text, nullable=False))
     run: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class ErasedProfile(SQLModel, table=True):
+    """A profile erased on request: its id is never used again, and no row record may bring it back."""
+
+    __tablename__ = "erased_profile"
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    erased_at: float = Field(sa_column=Column(Float, nullable=False))
+    goal: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class GoalSnapshot(SQLModel, table=True):
+    """The profiles an overwrite goal's latest file set held (sorted Arrow ids, zstd): what the next one may clear."""
+
+    __tablename__ = "goal_snapshot"
+    goal: str = Field(sa_column=Column(Text, primary_key=True))
+    count: int = Field(sa_column=Column(BigInteger, nullable=False))
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class ImportedFile(SQLModel, table=True):

@@ -111,7 +111,9 @@ def reserve_profile_ids(store: Store, conn: Connection, count: int, entity: Enti
     if count == 0:
         return []
     if store.is_sqlite:
-        top = conn.exec_driver_sql(f"SELECT COALESCE(MAX(id), 0) FROM {entity.table}").scalar() or 0
+        # An erased profile's id is never given again.
+        top = conn.exec_driver_sql(f"SELECT MAX(COALESCE((SELECT MAX(id) FROM {entity.table}), 0), "
+                                   "COALESCE((SELECT MAX(id) FROM erased_profile), 0))").scalar() or 0
         return list(range(top + 1, top + 1 + count))
     # Every allocation takes this lock, so a block of `count` ids can be claimed at once. It is
     # released with the transaction (never left held by an error); imports that create
@@ -200,7 +202,12 @@ def imported_rows(conn: Connection, file_id: int) -> pl.DataFrame | None:
     table = models.ImportedRows.__table__
     blobs = conn.execute(sa.select(table.c.data).where(table.c.file_id == file_id).order_by(table.c.seq)).scalars()
     frames = [pl.read_ipc(io.BytesIO(blob)) for blob in blobs]
-    return pl.concat(frames).unique(subset="key", keep="last", maintain_order=True) if frames else None
+    if not frames:
+        return None
+    rows = pl.concat(frames).unique(subset="key", keep="last", maintain_order=True)
+    erased = pl.Series([r[0] for r in conn.execute(sa.text("SELECT id FROM erased_profile"))], dtype=pl.Int64)
+    # A row applied to an erased profile is forgotten: the file mentioning it again makes a new profile.
+    return rows.filter(~pl.col("profile_id").is_in(erased.implode())) if erased.len() else rows
 
 
 def append_rows(conn: Connection, file_id: int, frame: pl.DataFrame) -> None:
@@ -236,6 +243,13 @@ def touched_counts(conn: Connection, now: float, entity: Entity = PROFILES) -> t
         "SELECT COALESCE(SUM(CASE WHEN created_at = :now THEN 1 ELSE 0 END), 0), COUNT(*) "
         f"FROM {entity.table} WHERE updated_at = :now"), {"now": now}).one()
     return int(row[0]), int(row[1]) - int(row[0])
+
+
+def goal_profiles(conn: Connection, goal: str) -> pl.Series:
+    """Given a goal, return the ids of every profile it has exchanged."""
+    table = models.GoalProfiles.__table__
+    blob = conn.execute(sa.select(table.c.data).where(table.c.goal == goal)).scalar()
+    return pl.read_ipc(io.BytesIO(blob)).to_series() if blob is not None else pl.Series("id", [], pl.Int64)
 
 
 def goal_profile_count(conn: Connection, goal: str) -> int:
@@ -312,8 +326,8 @@ def _properties(row: Sequence[Any], names: list[str]) -> dict[str, Any]:
 # ── group links, events, products ─────────────────────────────────────────────────────
 
 
-def link_groups(store: Store, conn: Connection, links: pl.DataFrame, *, replace: bool) -> None:
-    """Given (profile_id, type, key) rows, link those profiles to those groups.
+def link_groups(store: Store, conn: Connection, links: pl.DataFrame, *, replace: bool, goal: str) -> None:
+    """Given (profile_id, type, key) rows, link those profiles to those groups on behalf of the goal.
 
     With replace, each named profile's earlier links of the named types are dropped first.
     """
@@ -327,13 +341,13 @@ def link_groups(store: Store, conn: Connection, links: pl.DataFrame, *, replace:
             store.rows_into(conn, "link_change", gone, temp=True)
             conn.exec_driver_sql("DELETE FROM profile_group g USING link_change t "
                                  "WHERE g.profile_id = t.profile_id AND g.type = t.type")
-    rows = links.select("profile_id", "type", "key").unique()
+    rows = links.select("profile_id", "type", "key").unique().with_columns(goal=pl.lit(goal))
     if store.is_sqlite:
-        store.executemany(conn, "INSERT INTO profile_group (profile_id, type, key) VALUES (?, ?, ?) "
+        store.executemany(conn, "INSERT INTO profile_group (profile_id, type, key, goal) VALUES (?, ?, ?, ?) "
                                 "ON CONFLICT DO NOTHING", rows.iter_rows())
         return
     store.rows_into(conn, "link_new", rows, temp=True)
-    conn.exec_driver_sql("INSERT INTO profile_group (profile_id, type, key) SELECT profile_id, type, key "
+    conn.exec_driver_sql("INSERT INTO profile_group (profile_id, type, key, goal) SELECT profile_id, type, key, goal "
                          "FROM link_new ON CONFLICT DO NOTHING")
 
 

@@ -4,6 +4,7 @@ data-usage labels, Parquet exports."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import time
 from typing import Any
@@ -91,3 +92,72 @@ def test_parquet_export_reads_back_with_polars_after_gpg(deployment: Deployment,
     visits = read(f"out_{result.run}_visit.parquet.gpg")
     assert visits.select("id", "time", "page").rows() == [("V1", "2026-11-01T00:00:00Z", "/home"),
                                                          ("V2", "2026-11-02T00:00:00Z", "/cart")]
+
+
+def test_overwrite_clears_exactly_the_absent_profiles_goal_owned_values(deployment: Deployment) -> None:
+    deployment.write_goal("crm", {**CRM, "write_mode": "overwrite", "max_clear_ratio": 0.5})
+    deployment.write_goal("shop", SHOP)
+    deployment.put("in/crm/crm_1.csv", "email,tier,points,tags,household\na@x.com,gold,10,x,H1\nb@x.com,silver,5,y,H2\n"
+                   "c@x.com,bronze,1,z,H3\n", mtime=OLD)
+    deployment.put("in/shop/shop_1.csv", "email,city,points\nb@x.com,Gent,100\n", mtime=OLD)
+    assert deployment.run().status == "success"
+    # Tonight's full list no longer holds b: crm's values for b go, the shop's stay.
+    deployment.put("in/crm/crm_2.csv", "email,tier,points,tags,household\na@x.com,gold,10,x,H1\n"
+                   "c@x.com,bronze,1,z,H3\n", mtime=OLD)
+    result = deployment.run()
+    assert result.status == "success", result
+    people = by_email(deployment)
+    assert people["b@x.com"]["properties"] == {"email": ["b@x.com"], "city": ["Gent"], "points": [100]}
+    assert people["b@x.com"]["groups"] == {}
+    assert people["a@x.com"]["properties"] == {"email": ["a@x.com"], "tier": ["gold"], "points": [20], "tags": ["x"]}
+    assert people["c@x.com"]["groups"] == {"household": ["H3"]}
+    crm = next(g for g in result.goals if g.goal == "crm")
+    assert crm.files[-1].counts.cleared == 1
+
+
+def test_overwrite_refuses_to_clear_too_much_unless_forced(deployment: Deployment) -> None:
+    deployment.write_goal("crm", {**CRM, "write_mode": "overwrite", "max_clear_ratio": 0.5})
+    deployment.put("in/crm/crm_1.csv", "email,tier,points,tags,household\n" + "".join(
+        f"p{i}@x.com,gold,1,t,H{i}\n" for i in range(10)), mtime=OLD)
+    assert deployment.run().status == "success"
+    before = deployment.profiles()
+    deployment.put("in/crm/crm_2.csv", "email,tier,points,tags,household\np0@x.com,gold,1,t,H0\n", mtime=OLD)
+    refused = deployment.run()
+    assert refused.status == "failed"
+    error = refused.goals[0].files[-1].error or ""
+    assert "crm_2.csv" in error and "would clear 9 of the goal's 10 profiles" in error and "--force" in error
+    assert deployment.profiles() == before
+    assert deployment.run(force=True).status == "success"
+    people = by_email(deployment)
+    assert people["p0@x.com"]["properties"]["tier"] == ["gold"]
+    assert people["p5@x.com"]["properties"] == {"email": ["p5@x.com"], "points": [0]}
+
+
+def test_erasure_then_a_remention_makes_a_new_profile(deployment: Deployment) -> None:
+    deployment.write_goal("crm", {**CRM, "delete_when": {"field": "deleted", "equals": "true"},
+                                  "events": [{"type": "visit", "id": "visit", "properties": {"tier": "tier"}}]})
+    deployment.put("in/crm/crm_1.csv", "email,tier,points,tags,household,deleted,visit\n"
+                   "a@x.com,gold,10,x,H1,,V1\nb@x.com,silver,5,y,H2,,V2\n", mtime=OLD)
+    assert deployment.run().status == "success"
+    old = by_email(deployment)["a@x.com"]["id"]
+    deployment.put("in/crm/crm_2.csv", "email,tier,points,tags,household,deleted,visit\n"
+                   "a@x.com,,,,,true,\n", mtime=OLD)
+    result = deployment.run()
+    assert result.status == "success", result
+    assert result.goals[0].files[-1].counts.erased == 1
+    assert list(by_email(deployment)) == ["b@x.com"]
+    assert [e["id"] for e in deployment.read("events")] == ["V2"]
+    history = [json.loads(line) for line in deployment.cli("history", "--json").stdout.splitlines()]
+    assert [f["erased"] for f in history[0]["goals"][0]["files"]] == [0, 1]  # crm_1 unchanged, crm_2 erased one
+    # Re-importing the first file (forced) does not bring the old profile back: it makes a new one.
+    deployment.remote_path("in/crm/crm_2.csv").unlink()
+    assert deployment.run(force=True).status == "success"
+    again = by_email(deployment)["a@x.com"]
+    assert again["id"] != old and again["properties"]["points"] == [10]
+    # Without allow_new_profiles, a mention after the erasure makes nothing.
+    deployment.write_goal("crm", {**CRM, "allow_new_profiles": False,
+                                  "delete_when": {"field": "deleted", "equals": "true"}})
+    deployment.put("in/crm/crm_3.csv", "email,tier,points,tags,household,deleted\na@x.com,,,,,true\n", mtime=OLD)
+    deployment.put("in/crm/crm_4.csv", "email,tier,points,tags,household,deleted\na@x.com,gold,1,,,\n", mtime=OLD)
+    assert deployment.run().status == "success"
+    assert list(by_email(deployment)) == ["b@x.com"]
