@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from sftp_connector.config import models
 from sftp_connector.config.load import Config
 from sftp_connector.errors import GoalError, HostKeyError
 from sftp_connector.goals import locks
+from sftp_connector.goals.results import GoalResult
+from sftp_connector.store import queries
 from sftp_connector.store.db import Store
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,13 @@ class RunContext:
         return frozenset(i.property for g in self.config.goals if isinstance(g, models.ImportProfiles)
                          for i in g.identifiers) | frozenset(
             f"@{g.group_type}" for g in self.config.goals if isinstance(g, models.ImportGroups))
+
+    def finish_goal(self, result: GoalResult) -> GoalResult:
+        """Record the goal's count of unique profiles exchanged and its finish time; return it."""
+        with self.store.engine.connect() as conn:
+            result.unique_profiles_exchanged = queries.goal_profile_count(conn, result.goal)
+        result.finished_at = time.time()
+        return result
 
     def session(self) -> sftp.Session:
         """Return the run's SFTP session, connecting on first use. Raise TransportError if that fails.

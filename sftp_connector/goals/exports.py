@@ -68,18 +68,10 @@ def run(ctx: RunContext, goal: models.ExportProfiles) -> GoalResult:
     try:
         result.files += _export(ctx, goal)
     except ConfigError as exc:
-        _fail(result, GoalError(str(exc), goal=goal.name))
+        result.fail(str(GoalError(str(exc), goal=goal.name)))
     except GoalError as exc:
-        _fail(result, exc.located(goal=goal.name))
-    with ctx.store.engine.connect() as conn:
-        result.unique_profiles_exchanged = queries.goal_profile_count(conn, goal.name)
-    result.finished_at = time.time()
-    return result
-
-
-def _fail(result: GoalResult, exc: GoalError) -> None:
-    logger.error("%s", exc)
-    result.status, result.error = "failed", str(exc)
+        result.fail(str(exc.located(goal=goal.name)))
+    return ctx.finish_goal(result)
 
 
 def _export(ctx: RunContext, goal: models.ExportProfiles) -> list[FileResult]:

@@ -40,9 +40,13 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
         steps = processors.build(goal.processors)
         candidates = selection.select(ctx, goal)
     except ConfigError as exc:
-        return _failed(result, InputError(str(exc)).located(goal=goal.name))
+        result.fail(str(InputError(str(exc)).located(goal=goal.name)))
+        result.finished_at = time.time()
+        return result
     except GoalError as exc:
-        return _failed(result, exc.located(goal=goal.name))
+        result.fail(str(exc.located(goal=goal.name)))
+        result.finished_at = time.time()
+        return result
     digest = goal_digest(ctx.config, goal)
     with ctx.store.engine.connect() as conn:
         records = queries.imported_files(conn, goal.name)
@@ -57,16 +61,7 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
     failed = [f for f in result.files if f.status == "failed"]
     if failed:
         result.status, result.error = "failed", failed[0].error
-    with ctx.store.engine.connect() as conn:
-        result.unique_profiles_exchanged = queries.goal_profile_count(conn, goal.name)
-    result.finished_at = time.time()
-    return result
-
-
-def _failed(result: GoalResult, exc: GoalError) -> GoalResult:
-    logger.error("%s", exc)
-    result.status, result.error, result.finished_at = "failed", str(exc), time.time()
-    return result
+    return ctx.finish_goal(result)
 
 
 @dataclass(frozen=True, slots=True)

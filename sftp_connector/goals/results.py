@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from sftp_connector.merge import Counts
+
+logger = logging.getLogger(__name__)
 
 FileStatus = Literal["imported", "skipped_unchanged", "skipped_unstable", "failed", "exported", "dry_run"]
 GoalStatus = Literal["success", "failed", "skipped"]
@@ -41,6 +44,12 @@ class GoalResult:
     last_profiles: list[str] = field(default_factory=list)
     unique_profiles_exchanged: int = 0
     files: list[FileResult] = field(default_factory=list)
+
+    def fail(self, error: str) -> GoalResult:
+        """Mark the goal failed with an error that names goal, file and cause; return self."""
+        logger.error("%s", error)
+        self.status, self.error = "failed", error
+        return self
 
     def touch(self, created: int, updated: int, last: list[int]) -> None:
         """Given one file's profile counts and last touched ids, add them to the goal's."""

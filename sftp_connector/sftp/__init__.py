@@ -8,6 +8,12 @@ refusals (login, permission denied, no such file) a non-transient `TransportErro
 unknown or changed host key a `HostKeyError`, never retried. Remote names pass through
 `local_name()` before they touch a local path.
 
+Every operation stays inside `sftp.home` (when it is absolute): a path that leaves it after
+`..` is refused, and so is a directory that leads out of it through a symbolic link on the
+server. Links are never followed: they are not listed, and a file that became one after it
+was listed is not read. Names the connector will not read are still listed, with the reason
+in `RemoteFile.refused`, so that the file fails visibly (`confine` holds these rules).
+
 This module holds the Session, its operations and the retry loop; `login` opens the
 connection (host keys, authentication, proxy_jump) and translates paramiko's errors.
 """
@@ -33,7 +39,7 @@ import paramiko
 
 from sftp_connector import errors
 from sftp_connector.config import models
-from sftp_connector.sftp import login
+from sftp_connector.sftp import confine, login
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,8 @@ class RemoteFile:
     path: str
     size: int
     mtime: int
+    refused: str | None = None
+    """Why the connector will not read this file (e.g. a control character in its name), else None."""
 
     @property
     def name(self) -> str:
@@ -109,6 +117,7 @@ class Session:
     def __init__(self, config: models.Sftp, link: login.Link) -> None:
         self.config = config
         self._link: login.Link | None = link
+        self._real_home: str | None = None
 
     def __enter__(self) -> Session:
         return self
@@ -118,12 +127,19 @@ class Session:
 
     def list(self, directory: str) -> list[RemoteFile]:
         """Given a directory, return its regular files sorted by name. Raise TransportError
-        naming it if it is missing or unreadable. Contract: no dirs; links not followed.
+        naming it if it is missing, unreadable, or leads out of sftp.home through a link.
+
+        Contract: no dirs; links are skipped, never followed; a file whose name the connector
+        will not read is listed with `refused` set.
         """
-        path = self._abs(directory)
-        attrs = self._run("list", path, lambda sftp: sftp.listdir_attr(path))
-        found = [_remote_file(posixpath.join(path, a.filename), a) for a in attrs
-                 if stat.S_ISREG(a.st_mode or 0)]
+        path = self._abs(directory, "list")
+
+        def listing(sftp: paramiko.SFTPClient) -> list[tuple[bytes, paramiko.SFTPAttributes]]:
+            self._check_real_path(sftp, path, "list")
+            return confine.read_directory(sftp, path)
+
+        found = [_remote_file(*entry, attrs) for raw, attrs in self._run("list", path, listing)
+                 if (entry := confine.classify(path, raw, attrs.st_mode or 0)) is not None]
         logger.debug("listed %s: %d files", path, len(found))
         return sorted(found, key=lambda file: file.name)
 
@@ -131,19 +147,24 @@ class Session:
         """Given a path, return it as a RemoteFile. Raise TransportError if it is not a regular
         file or cannot be read. Contract: None when missing.
         """
-        target = self._abs(path)
+        target = self._abs(path, "stat")
         attrs = self._run("stat", target, lambda sftp: _stat_or_none(sftp, target))
         if attrs is not None and not stat.S_ISREG(attrs.st_mode or 0):
             raise errors.TransportError(f"cannot stat {target}: not a regular file")
-        return None if attrs is None else _remote_file(target, attrs)
+        return None if attrs is None else _remote_file(target, None, attrs)
 
     def download(self, remote: RemoteFile, local: Path, *, max_bytes: int | None = None,
                  progress: Callable[[int], None] | None = None) -> None:
         """Given a listed file and a local path, stream it there. Raise InputError if it is over
         max_bytes, TransportError if it is missing, fails, or its size is not the listed one.
 
+        Raise InputError if the file is `refused`, or is no longer a regular file (a link now).
+
         Contract: local appears whole (temp file, then os.replace) or not at all.
         """
+        if remote.refused is not None:
+            raise errors.InputError(f"not read: {remote.refused}; rename or remove it on the server", file=remote.path)
+        self._abs(remote.path, "download")
         if max_bytes is not None and remote.size > max_bytes:
             raise errors.InputError(f"{remote.path} is {remote.size} bytes, over the limit "
                                     f"of {max_bytes} bytes (max_file_bytes)")
@@ -169,7 +190,7 @@ class Session:
         process cannot remove its partial: after a success, partials of ours in the directory
         that stopped growing STALE_PARTIAL_S before (server clock) are removed.
         """
-        target = self._abs(remote_path)
+        target = self._abs(remote_path, "upload")
         folder, name = posixpath.split(target)
         partial = posixpath.join(folder, partial_name(name))
         size = local.stat().st_size
@@ -190,8 +211,8 @@ class Session:
 
         Contract: target_dir is created if missing; a file of the same name there is replaced.
         """
-        source = self._abs(path)
-        folder = self._abs(target_dir)
+        source = self._abs(path, "move")
+        folder = self._abs(target_dir, "move to")
         target = posixpath.join(folder, posixpath.basename(source))
         self.makedirs(folder)
         self._run("move", source, lambda sftp: _rename(sftp, source, target))
@@ -202,16 +223,19 @@ class Session:
         """Given a remote file, delete it. Raise TransportError if the server refuses.
         Contract: idempotent; a missing file is fine.
         """
-        target = self._abs(path)
+        target = self._abs(path, "remove")
         self._run("remove", target, lambda sftp: _remove_quietly(sftp, target))
         logger.debug("removed %s", target)
 
     def makedirs(self, directory: str) -> None:
         """Given a remote directory, create it with its parents. Raise TransportError if a file
-        is in the way or the server refuses. Contract: idempotent.
+        is in the way, the server refuses, or the folders would go out of sftp.home through a link.
+        Contract: idempotent.
         """
-        target = self._abs(directory)
-        self._run("create directory", target, lambda sftp: _makedirs(sftp, target))
+        target = self._abs(directory, "create directory")
+        action = "create directory"
+        self._run(action, target, lambda sftp: _makedirs(
+            sftp, target, lambda existing: self._check_real_path(sftp, existing, action)))
 
     def close(self) -> None:
         """Close the SFTP channel and the SSH connection(s). Contract: idempotent."""
@@ -232,8 +256,24 @@ class Session:
         except errors.TransportError as exc:
             logger.warning("could not look for stale partial uploads in %s: %s", folder, exc)
 
-    def _abs(self, path: str) -> str:
-        return resolve(self.config.home, path)
+    def _abs(self, path: str, action: str) -> str:
+        """Given a path, return it resolved against home. Raise TransportError if it leaves an absolute home."""
+        target = resolve(self.config.home, path)
+        home = self.config.home
+        if home.startswith("/") and not confine.within(target, home):
+            raise errors.TransportError(f"cannot {action} {target}: it is outside sftp.home ({home}), and the "
+                                        "connector never leaves its home on the server")
+        return target
+
+    def _check_real_path(self, sftp: paramiko.SFTPClient, path: str, action: str) -> None:
+        """Given an existing directory, raise TransportError if the server resolves it (links) out of home."""
+        if self._real_home is None:
+            self._real_home = sftp.normalize(self.config.home)
+        real = sftp.normalize(path)
+        if not confine.within(real, self._real_home):
+            raise errors.TransportError(
+                f"cannot {action} {path}: it leads to {real} on the server, outside sftp.home ({self._real_home}); "
+                "the connector never follows a symbolic link out of its home")
 
     def _run(self, action: str, path: str, op: Callable[[paramiko.SFTPClient], T]) -> T:
         def attempt() -> T:
@@ -255,8 +295,8 @@ class Session:
 # ── operations and retries ──────────────────────────────────────────────────────────
 
 
-def _remote_file(path: str, attrs: paramiko.SFTPAttributes) -> RemoteFile:
-    return RemoteFile(path=path, size=int(attrs.st_size or 0), mtime=int(attrs.st_mtime or 0))
+def _remote_file(path: str, refused: str | None, attrs: paramiko.SFTPAttributes) -> RemoteFile:
+    return RemoteFile(path=path, size=int(attrs.st_size or 0), mtime=int(attrs.st_mtime or 0), refused=refused)
 
 
 def _stat_or_none(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
@@ -269,6 +309,10 @@ def _stat_or_none(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttribut
 def _fetch(sftp: paramiko.SFTPClient, remote: RemoteFile, local: str,
            progress: Callable[[int], None] | None = None) -> int:
     copied = 0
+    # Listed as a regular file, but a partner may have swapped in a link since (stability waits, other files).
+    if not stat.S_ISREG(sftp.lstat(remote.path).st_mode or 0):
+        raise errors.InputError(f"not read: {remote.path} is no longer a regular file (a symbolic link now?); "
+                                "links are never followed", file=remote.path)
     with open(local, "wb") as out, sftp.open(remote.path, "rb") as source:
         source.prefetch(remote.size)
         while copied <= remote.size and (chunk := source.read(CHUNK)):
@@ -283,6 +327,8 @@ def _fetch(sftp: paramiko.SFTPClient, remote: RemoteFile, local: str,
 
 def _put(sftp: paramiko.SFTPClient, local: Path, partial: str, target: str, size: int) -> None:
     try:
+        # The partial name is predictable: a link planted there would be followed by the open.
+        _remove_quietly(sftp, partial)
         sftp.put(str(local), partial, confirm=False)
         arrived = sftp.stat(partial).st_size
         if arrived != size:
@@ -310,14 +356,15 @@ def _remove_quietly(sftp: paramiko.SFTPClient, path: str) -> None:
         sftp.remove(path)
 
 
-def _makedirs(sftp: paramiko.SFTPClient, path: str) -> None:
+def _makedirs(sftp: paramiko.SFTPClient, path: str, check: Callable[[str], None]) -> None:
     attrs = _stat_or_none(sftp, path)
     if attrs is not None and not stat.S_ISDIR(attrs.st_mode or 0):
         raise errors.TransportError(f"cannot create directory {path}: a file is in the way")
     if attrs is not None:
+        check(path)  # the deepest folder that exists: where new ones would go
         return
     if posixpath.dirname(path) not in (path, ""):
-        _makedirs(sftp, posixpath.dirname(path))
+        _makedirs(sftp, posixpath.dirname(path), check)
     try:
         sftp.mkdir(path)
     except OSError:

@@ -242,6 +242,9 @@ def translated(action: str, path: str, alive: Callable[[], bool] = lambda: True
         yield
     except errors.ConnectorError:
         raise
+    except UnicodeError as exc:  # paramiko decodes every name it is sent as UTF-8
+        raise errors.TransportError(f"cannot {action} {path}: the server sent a name that is not "
+                                    "valid UTF-8") from exc
     except paramiko.ChannelException as exc:
         raise errors.TransportError(f"cannot {action} {path}: {_why(exc)}") from exc
     except (EOFError, TimeoutError, ConnectionError, socket.gaierror,

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sftp_connector.store import models
+from sftp_connector.store import models, queries
 
 PAGE = 50_000
 
@@ -27,7 +27,7 @@ def profile_pages(
     sql = (f"SELECT p.id{''.join(', ' + pick for pick in picks)} FROM profile p "
            f"WHERE p.id > {mark} AND {where} ORDER BY p.id LIMIT {int(page)}")
     while True:
-        rows = _fetch(conn, sql, {**params, "after": last})
+        rows = queries.fetch(conn, sql, {**params, "after": last})
         if rows:
             yield rows
         if len(rows) < page:
@@ -37,13 +37,13 @@ def profile_pages(
 
 def event_types(conn: Connection) -> list[str]:
     """Return every event type the store holds, sorted."""
-    return [row[0] for row in _fetch(conn, "SELECT DISTINCT type FROM event ORDER BY type", {})]
+    return [row[0] for row in queries.fetch(conn, "SELECT DISTINCT type FROM event ORDER BY type", {})]
 
 
 def events_of(conn: Connection, *, where: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Given a WHERE expression over `event e` joined to `profile p`, return (profile_id, event_id, time,
     properties, nested) rows in time order."""
-    return _fetch(conn, "SELECT e.profile_id, e.event_id, e.time, e.properties, e.nested FROM event e "
+    return queries.fetch(conn, "SELECT e.profile_id, e.event_id, e.time, e.properties, e.nested FROM event e "
                         f"JOIN profile p ON p.id = e.profile_id WHERE {where} ORDER BY e.time, e.id", params)
 
 
@@ -60,11 +60,3 @@ def save_watermark(conn: Connection, goal: str, value: float, last_file: str, ru
     if conn.execute(sa.update(table).where(table.c.goal == goal).values(**values)).rowcount == 0:
         conn.execute(sa.insert(table).values(goal=goal, **values))
 
-
-def _fetch(conn: Connection, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-    finally:
-        cursor.close()

@@ -60,7 +60,7 @@ def find_identities(
                f"JOIN {entity.identity} i ON i.property = %s AND i.value = w.value COLLATE \"C\"")
         # One query per batch: each query reads the property's index entries once, whatever its size.
         chunks = [(values.slice(i, 500_000).to_list(), prop) for i in range(0, values.len(), 500_000)]
-    rows = [row for params in chunks for row in _fetch(conn, sql, params)]
+    rows = [row for params in chunks for row in fetch(conn, sql, params)]
     return pl.DataFrame(rows, schema=empty.schema, orient="row") if rows else empty
 
 
@@ -91,12 +91,12 @@ def property_values(
     """Given profile ids and {property: column}, return pid and each property's JSON array text (null: none)."""
     store.rows_into(conn, "wanted_profile", ids.unique().alias("id").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in columns.values())
-    rows = _fetch(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id")
+    rows = fetch(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id")
     schema = {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)}
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
 
-def _fetch(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+def fetch(conn: Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
     """Run a query on the raw DB-API cursor: much faster than result objects for a million rows."""
     cursor = conn.connection.driver_connection.cursor()
     try:
@@ -265,7 +265,7 @@ def iter_profiles(conn: Connection, batch: int = 10_000, *, only: int | None = N
     names = list(all_property_columns(conn))
     for rows in _pages(conn, "profile", all_property_columns(conn), batch, only=only):
         links: dict[int, dict[str, list[str]]] = {}
-        for pid, kind, key in _fetch(conn, "SELECT profile_id, type, key FROM profile_group WHERE profile_id "
+        for pid, kind, key in fetch(conn, "SELECT profile_id, type, key FROM profile_group WHERE profile_id "
                                            f"BETWEEN {int(rows[0][0])} AND {int(rows[-1][0])} "
                                            "ORDER BY profile_id, type, key"):
             links.setdefault(pid, {}).setdefault(kind, []).append(key)
@@ -293,7 +293,7 @@ def _pages(
     just = f" AND id = {int(only)}" if only is not None else ""
     last = 0
     while True:
-        rows = _fetch(conn, f"SELECT id, created_at, updated_at{picks}{extra} FROM {table} "
+        rows = fetch(conn, f"SELECT id, created_at, updated_at{picks}{extra} FROM {table} "
                             f"WHERE id > {int(last)}{just} ORDER BY id LIMIT {int(batch)}")
         if rows:
             yield rows
@@ -358,7 +358,7 @@ def stored_events(store: Store, conn: Connection, kind: str, ids: pl.Series) -> 
     if ids.is_empty():
         return pl.DataFrame(schema=schema)
     store.rows_into(conn, "wanted_event", ids.alias("event_id").to_frame(), temp=True, analyze=True)
-    rows = _fetch(conn, "SELECT e.event_id, e.time, e.nested FROM wanted_event w JOIN event e "
+    rows = fetch(conn, "SELECT e.event_id, e.time, e.nested FROM wanted_event w JOIN event e "
                         f"ON e.type = {_param(store)} AND e.event_id = w.event_id", (kind,))
     return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
 
@@ -389,7 +389,7 @@ def iter_events(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any
     """Yield every event as a dict (profile_id, type, id, time, properties, nested), in storage order."""
     last = 0
     while True:
-        rows = _fetch(conn, "SELECT id, profile_id, type, event_id, time, properties, nested FROM event "
+        rows = fetch(conn, "SELECT id, profile_id, type, event_id, time, properties, nested FROM event "
                             f"WHERE id > {int(last)} ORDER BY id LIMIT {int(batch)}")
         for _, pid, kind, event_id, time, properties, nested in rows:
             yield {"profile_id": pid, "type": kind, "id": event_id, "time": time,
@@ -401,7 +401,7 @@ def iter_events(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any
 
 def iter_products(conn: Connection) -> Iterator[dict[str, Any]]:
     """Yield every product (sku, times_bought, last_bought), by sku."""
-    for sku, times, last in _fetch(conn, "SELECT sku, times_bought, last_bought FROM product ORDER BY sku"):
+    for sku, times, last in fetch(conn, "SELECT sku, times_bought, last_bought FROM product ORDER BY sku"):
         yield {"sku": sku, "times_bought": times, "last_bought": last or None}
 
 
