@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,10 +88,31 @@ def done_marker_name(marker: str, name: str) -> str:
     """Given the goal's done_marker and a file name, return the marker file's name.
 
     A marker with `{name}` or `{stem}` is a template; otherwise it is a suffix (".done").
+    Raise InputError if the template has another placeholder or the marker would not be a
+    file beside the one it marks (a `/`, `.` or `..`): a marker never points elsewhere.
     """
     if "{" in marker:
-        return marker.format(name=name, stem=name.rsplit(".", 1)[0])
-    return name + marker
+        _check_template(marker)
+        found = marker.format(name=name, stem=name.rsplit(".", 1)[0])
+    else:
+        found = name + marker
+    if "/" in found or "\x00" in found or found in ("", ".", ".."):
+        raise InputError(f"done_marker {marker!r} must name a file in the same directory as the file it marks "
+                         f"(for {name!r} it gives {found!r})")
+    return found
+
+
+def _check_template(marker: str) -> None:
+    """Given a done_marker template, raise InputError unless its only placeholders are {name} and {stem}."""
+    try:
+        fields = [(field, spec, conversion) for _, field, spec, conversion in string.Formatter().parse(marker)
+                  if field is not None]
+    except ValueError as exc:
+        raise InputError(f"done_marker {marker!r}: bad template ({exc}); use {{name}} or {{stem}}") from exc
+    for field, spec, conversion in fields:
+        if field not in ("name", "stem") or spec or conversion:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise InputError(f"done_marker {marker!r}: unknown placeholder {shown}; use {{name}} or {{stem}}")
 
 
 def is_marker(marker: str | None, name: str, names: set[str]) -> bool:

@@ -91,13 +91,21 @@ def _run_json(conn: sa.Connection, run: dict[str, Any], goal: str | None) -> dic
 
 
 def write_rejects(state_dir: Path, run: str, remote_path: str, rejects: Sequence[RowReject]) -> Path | None:
-    """Given a file's rejected rows and cells, write them to state/rejects/<run>/<file>.csv; return its path."""
+    """Given a file's rejected rows and cells, write them to state/rejects/<run>/<file>.csv; return its path.
+
+    Rejected rows are customer data in clear: the folders are 0700 and the file 0600.
+    """
     if not rejects:
         return None
-    target = state_dir / "rejects" / run / (sftp.local_name(remote_path) + ".csv")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = state_dir / "rejects"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # an older version made it with the default mode
+    (folder / run).mkdir(mode=0o700, exist_ok=True)
+    target = folder / run / (sftp.local_name(remote_path) + ".csv")
     temp = target.with_name(target.name + ".tmp")
-    with temp.open("w", newline="", encoding="utf-8") as handle:
+    temp.unlink(missing_ok=True)  # a leftover would keep its mode
+    with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="",
+              encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file", "row", "column", "reason", "value"])
         for reject in rejects:

@@ -1,8 +1,15 @@
-"""Logging set-up: rich on a terminal, plain lines elsewhere, JSON on request; secrets redacted."""
+"""Logging set-up: rich on a terminal, plain lines elsewhere, JSON on request; secrets redacted.
+
+Messages carry remote file names and file contents, which a partner controls: JSON escapes
+them, rich drops control codes, and plain lines escape control characters and indent every
+line after the first, so that no name or value can forge a record of its own or a terminal
+escape sequence.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from typing import Literal
@@ -11,6 +18,14 @@ import orjson
 
 LogFormat = Literal["auto", "plain", "json", "rich"]
 REDACTED = "***"
+# Control characters but tab and newline, and the bidi overrides that make text display as other text.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_line(text: str) -> str:
+    """Given a message, return it with control characters escaped (\\x1b) and later lines indented."""
+    text = _UNSAFE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
+    return text.replace("\n", "\n    ")
 
 
 class RedactSecrets(logging.Filter):
@@ -36,6 +51,14 @@ class RedactSecrets(logging.Filter):
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         return text
+
+
+class PlainFormatter(logging.Formatter):
+    """Plain lines whose message cannot forge another line (see `safe_line`)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = safe_line(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -81,5 +104,5 @@ def _handler(fmt: LogFormat) -> logging.Handler:
 
         return RichHandler(show_path=False, rich_tracebacks=False)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return handler

@@ -13,6 +13,7 @@ import bz2
 import codecs
 import contextlib
 import csv
+import errno
 import gzip
 import os
 import re
@@ -33,6 +34,7 @@ BLOCK = 1 << 20  # bytes per read when copying, transcoding or scanning
 _MAGIC = {"gzip": rb"\x1f\x8b", "bz2": rb"BZh[1-9](1AY&SY|\x17rE8P\x90)", "zip": rb"PK\x03\x04"}
 _CORRUPT = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError)
 UTF8_HINT = "not valid utf-8; set csv.encoding, e.g. cp1252"
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,8 @@ def _decompress(src: Path, dst: Path, kind: str, *, label: str, max_bytes: int) 
                     raise errors.InputError(f"decompressed size exceeds max_file_bytes ({max_bytes} bytes)", file=label)
                 out.write(block)
     except _CORRUPT as exc:
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise _disk_full(dst, exc, label) from exc
         raise errors.InputError(f"cannot decompress ({kind}): {exc}", file=label) from exc
 
 
@@ -135,22 +139,33 @@ def _transcode(src: Path, dst: Path, options: models.Csv, label: str) -> None:
     naming the record (else the byte offset) of the first invalid bytes."""
     decoder = codecs.getincrementaldecoder(options.encoding)("strict")
     offset = 0
-    with src.open("rb") as source, dst.open("w", encoding="utf-8", newline="") as out:
-        while True:
-            block = source.read(BLOCK)
-            try:
-                out.write(decoder.decode(block, final=not block))
-            except UnicodeDecodeError as exc:
-                out.write(exc.object[: exc.start].decode(options.encoding, "replace"))
-                bad = exc
-                break
-            if not block:
-                return
-            offset += len(block)
+    try:
+        with src.open("rb") as source, dst.open("w", encoding="utf-8", newline="") as out:
+            while True:
+                block = source.read(BLOCK)
+                try:
+                    out.write(decoder.decode(block, final=not block))
+                except UnicodeDecodeError as exc:
+                    out.write(exc.object[: exc.start].decode(options.encoding, "replace"))
+                    bad = exc
+                    break
+                if not block:
+                    return
+                offset += len(block)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise _disk_full(dst, exc, label) from exc
+        raise
     where = _record_at_end(dst, options) or f"byte {offset + bad.start}"
     found = bad.object[bad.start : bad.end].hex()
     message = f"{where}: not valid {options.encoding} (byte 0x{found}); check csv.encoding"
     raise errors.InputError(message, file=label) from bad
+
+
+def _disk_full(dst: Path, exc: OSError, label: str) -> errors.GoalError:
+    """Given a write that found the disk full, return the GoalError naming the folder and the cause."""
+    return errors.GoalError(f"cannot write a temporary copy in {dst.parent}: {os.strerror(exc.errno or 0).lower()}",
+                            file=label)
 
 
 def _record_at_end(text: Path, options: models.Csv) -> str | None:

@@ -25,6 +25,10 @@ from sftp_connector.csvio.decode import BLOCK, ROW, UTF8_HINT, Feed, Layout
 
 _SLOW_BYTES = 1 << 22  # runs of records larger than this are halved before taking the slow path
 _PREVIEW = 200  # characters of a rejected record kept in its RowReject
+MAX_FIELD = 131_072
+"""A row with a longer cell is rejected, on both paths: stdlib csv's own limit (csv.field_size_limit()),
+in bytes for polars. A profile property is no place for a megabyte value."""
+_TOO_LONG = f"a field is longer than {MAX_FIELD} bytes"
 _POLARS_FAILED = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError)
 _POLARS_SNIFFS = (b"\x1f\x8b", b"x\x01", b"x^", b"x\x9c", b"x\xda", b"(\xb5")  # it decompresses what starts so
 _AS_TEXT: dict[str, Any] = {"has_header": False, "empty_string_is_null": False, "raise_if_empty": False, "glob": False}
@@ -71,8 +75,10 @@ def numbered(
     rows_read = frame.height
     frame = frame.with_columns(pl.int_range(first_row, first_row + rows_read, dtype=pl.Int64).alias(ROW))
     rejects = _nul_rows(frame, layout.names, options.delimiter, label) if has_nul else []
+    rejects += _long_rows(frame, layout.names, options.delimiter, label)
     if rejects:
         frame = frame.filter(~pl.col(ROW).is_in([reject.row for reject in rejects]))
+        rejects.sort(key=lambda reject: reject.row)
     if nulls := options.null_values:
         frame = frame.with_columns(
             pl.when(pl.nth(i).is_in(nulls)).then(None).otherwise(pl.nth(i)).alias(n) for i, n in enumerate(layout.names)
@@ -161,6 +167,18 @@ def _nul_rows(frame: pl.DataFrame, names: tuple[str, ...], delimiter: str, label
     ]
 
 
+def _long_rows(frame: pl.DataFrame, names: tuple[str, ...], delimiter: str, label: str) -> list[errors.RowReject]:
+    """Given numbered rows, return a RowReject for each row (without a NUL byte) with a field over MAX_FIELD."""
+    length = pl.max_horizontal(pl.nth(range(len(names))).str.len_bytes())
+    if not names or not frame.height or (frame.select(length.max()).item() or 0) <= MAX_FIELD:
+        return []
+    has_nul = pl.any_horizontal(pl.nth(range(len(names))).str.contains("\x00", literal=True))
+    return [
+        errors.RowReject(label, row[-1], None, _TOO_LONG, delimiter.join(row[:-1])[:_PREVIEW])
+        for row in frame.filter((length > MAX_FIELD) & ~has_nul.fill_null(False)).iter_rows()
+    ]
+
+
 # ── records: stdlib csv, for malformed files ─────────────────────────────────────────
 def _slow(
     lines: Iterator[bytes], names: tuple[str, ...], options: models.Csv, label: str, first_row: int
@@ -209,6 +227,8 @@ def _records(feed: Feed, options: models.Csv, width: int) -> Iterator[tuple[list
         raw = "".join(feed.taken)
         if not error and len(fields) == width:
             yield fields, ("NUL byte" if "\x00" in raw else None), raw
+        elif "field larger than field limit" in error:
+            yield fields, _TOO_LONG, raw[:_PREVIEW]
         elif error and (len(feed.taken) > 1 or "end of data" in error):
             feed.resync()
             yield fields, "unbalanced quote", feed.taken[0]

@@ -90,7 +90,7 @@ def decrypt(keyring: Keyring, src: Path, dst: Path, *, passphrase: str | None,
             dst.unlink(missing_ok=True)
             raise errors.InputError(f"decrypted size exceeds max_file_bytes ({max_bytes})", file=str(src))
         if sink.failure is not None:
-            raise errors.GoalError(f"cannot write {tmp}: {sink.failure}", file=str(src)) from sink.failure
+            raise _write_failed(tmp, sink.failure, src) from sink.failure
         decrypted = _decryption_outcome(result, src, passphrase)
         _check_signers(decrypted, require_signers, src)
     logger.debug("decrypted %s (%d bytes, signer %s)", src, sink.written, decrypted.signer or decrypted.signer_key_id)
@@ -232,10 +232,19 @@ def _atomic(dst: Path) -> Iterator[tuple[IO[bytes], Path]]:
     try:
         with os.fdopen(fd, "wb") as file:
             yield file, tmp
+    except OSError as exc:  # closing flushes the last buffered bytes: a full disk shows here too
+        tmp.unlink(missing_ok=True)
+        raise _write_failed(tmp, exc, dst) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, dst)
+
+
+def _write_failed(tmp: Path, exc: OSError, src: Path) -> errors.GoalError:
+    """Given a failed local write, return the GoalError naming the folder and the cause (no space left…)."""
+    cause = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return errors.GoalError(f"cannot write the output in {tmp.parent}: {cause}", file=str(src))
 
 
 def _status(result: Any) -> dict[str, list[str]]:

@@ -20,6 +20,7 @@ connection (host keys, authentication, proxy_jump) and translates paramiko's err
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -48,6 +49,8 @@ BACKOFF_S = 1.0
 """First retry delay in seconds; it doubles with each attempt, up to BACKOFF_MAX_S."""
 BACKOFF_MAX_S = 30.0
 CHUNK = 32768
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""Local write errors that mean the disk (or the process's file size limit) is full."""
 STALE_PARTIAL_S = 3600.0
 """A partial upload unchanged this long is a killed process's leftover (a live one grows or times out)."""
 _PARTIAL = re.compile(r"\.(.+)\.[0-9a-f]{8}\.partial", re.DOTALL)
@@ -313,15 +316,22 @@ def _fetch(sftp: paramiko.SFTPClient, remote: RemoteFile, local: str,
     if not stat.S_ISREG(sftp.lstat(remote.path).st_mode or 0):
         raise errors.InputError(f"not read: {remote.path} is no longer a regular file (a symbolic link now?); "
                                 "links are never followed", file=remote.path)
-    with open(local, "wb") as out, sftp.open(remote.path, "rb") as source:
-        source.prefetch(remote.size)
-        while copied <= remote.size and (chunk := source.read(CHUNK)):
-            out.write(chunk)
-            copied += len(chunk)
-            if progress is not None:
-                progress(copied)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(local, "wb") as out, sftp.open(remote.path, "rb") as source:
+            source.prefetch(remote.size)
+            while copied <= remote.size and (chunk := source.read(CHUNK)):
+                out.write(chunk)
+                copied += len(chunk)
+                if progress is not None:
+                    progress(copied)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        if exc.errno not in DISK_FULL:
+            raise
+        # Our disk, not the server: no retry helps until space is freed.
+        raise errors.GoalError(f"cannot save the download in {os.path.dirname(local)}: "
+                               f"{os.strerror(exc.errno).lower()}") from exc
     return copied
 
 

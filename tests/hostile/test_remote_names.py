@@ -1,0 +1,204 @@
+"""Hostile remote names and links, end to end: nothing is read from outside `sftp.home`, nothing written outside
+the state folder, and every refusal names goal, file and cause.
+
+The rule (SECURITY.md): symbolic links on the server are never followed. A link in a goal
+directory is not a file (skipped, with a warning naming it); a goal directory, or a folder
+a file is moved to, that leads out of `sftp.home` through a link, or lies outside it, is
+refused. A file whose name holds control characters or bidi overrides, or is not UTF-8,
+is listed but refused when read, so it fails visibly. Names no file can have (`..`, `/`)
+can only come from a broken or hostile server and are skipped. Local paths never come from
+remote names: only a hash and a sanitised name are used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+import yaml
+
+from sftp_connector import loopback
+from sftp_connector.config import load
+from sftp_connector.goals import runner
+from sftp_connector.store import db, queries
+from tests.fixtures.connector import Deployment
+from tests.hostile.helpers import OLD, cli_run, error_of, files_of, local_files, store_contents
+
+ROWS = "email,name\n{tag}@example.test,{tag}\n"
+FORGED = "2026-01-01 00:00:00,000 ERROR sftp_connector: forged"
+
+
+def goal(name: str, directory: str, pattern: str = "customers_*.csv", **extra: Any) -> dict[str, Any]:
+    return {"kind": "import-profiles", "name": name,
+            "files": [{"name": "customers", "directory": directory, "pattern": pattern}],
+            "stable_after_s": 0, "identifiers": [{"field": "email", "property": "email"}],
+            "mappings": [{"field": "name", "property": "name"}], **extra}
+
+
+@pytest.fixture
+def tenant(deployment: Deployment) -> Iterator[Path]:
+    """A folder of the same SFTP user beside the deployment's home (another tenant's), with a readable secret."""
+    user = deployment.remote.user
+    folder = user.mkdir(f"{deployment.remote.local.name}-tenant")
+    user.put(f"{folder.name}/secret.csv", ROWS.format(tag="tenant-secret"), mtime=OLD)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def put_raw(deployment: Deployment, relpath: bytes, data: str) -> None:
+    """Write a file whose name is raw bytes (any but / and NUL) as the SFTP user."""
+    path = os.fsencode(deployment.remote_path("")) + relpath
+    with open(path, "wb") as out:
+        out.write(data.encode())
+    os.chown(path, deployment.remote.user.uid, deployment.remote.user.gid)
+    os.utime(path, (OLD, OLD))
+
+
+def test_unsafe_names_and_links_are_refused_and_nothing_leaves_home(deployment: Deployment, tenant: Path) -> None:
+    home = deployment.remote.remote
+    deployment.write_goal("customers", goal("customers", "in"))
+    deployment.put("in/customers_ok.csv", ROWS.format(tag="ok"), mtime=OLD)
+    odd = {b"customers_forge.csv\n" + FORGED.encode(): "\\n", b"customers_esc\x1b[2J.csv": "\\x1b",
+           "customers_bidi\u202evsc.csv".encode(): "\\u202e"}
+    for raw in odd:
+        put_raw(deployment, b"in/" + raw, ROWS.format(tag="odd"))
+    put_raw(deployment, b"in/customers_latin1_M\xe4rz.csv", ROWS.format(tag="latin1"))
+    links = {"customers_passwd.csv": "/etc/passwd", "customers_tenant.csv": str(tenant / "secret.csv"),
+             "customers_alias.csv": "customers_ok.csv"}
+    for name, target in links.items():
+        os.symlink(target, deployment.remote_path(f"in/{name}"))
+    os.symlink(tenant, deployment.remote_path("linked"))
+    deployment.write_goal("linked_dir", goal("linked_dir", "linked", "*.csv"))
+    deployment.write_goal("relative_escape", goal("relative_escape", f"../{tenant.name}", "*.csv"))
+    deployment.write_goal("absolute_escape", goal("absolute_escape", "/etc", "passwd"))
+    deployment.write_goal("pattern_escape", goal("pattern_escape", "in", "../*"))
+    deployment.write_goal("regex_escape", {**goal("regex_escape", "in"), "files": [
+        {"name": "customers", "directory": "in", "regex": r"(\.\./|/).*|.*passwd.*"}]})
+    before_local = local_files(deployment.dir)
+
+    done, run = cli_run(deployment)
+
+    assert done.returncode == 1
+    goals = {g["goal"]: g for g in run["goals"]}
+    files = files_of(run, "customers")
+    assert files.pop("customers_ok.csv")["status"] == "imported"
+    causes = {name: error_of(file, "customers", home) for name, file in files.items()}
+    for raw, shown in odd.items():
+        assert causes.pop(raw.decode()) == (f"not read: its name holds the control character {shown}; "
+                                            "rename or remove it on the server")
+    assert causes == {"customers_latin1_M\\xe4rz.csv": "not read: its name is not valid UTF-8; rename or remove "
+                                                      "it on the server"}  # and no link is listed at all
+    for name in links:
+        assert f"skipped {home}/in/{name}: it is a symbolic link, and links are never followed" in done.stderr
+    assert goals["linked_dir"]["error"] == (
+        f"goal linked_dir: cannot list {home}/linked: it leads to {tenant} on the server, outside sftp.home "
+        f"({home}); the connector never follows a symbolic link out of its home")
+    for name, where in (("relative_escape", str(tenant)), ("absolute_escape", "/etc")):
+        assert goals[name]["error"] == (f"goal {name}: cannot list {where}: it is outside sftp.home ({home}), and "
+                                        "the connector never leaves its home on the server")
+    for name in ("pattern_escape", "regex_escape"):  # patterns match names, and names hold no path
+        assert (goals[name]["status"], goals[name]["files"]) == ("success", [])
+
+    assert [p["email"] for p in deployment.properties()] == [["ok@example.test"]]
+    dumped = str(store_contents(deployment))
+    assert "root:" not in dumped and "tenant-secret" not in dumped
+    assert local_files(deployment.dir) == before_local  # nothing written outside state/
+    assert not any(line.startswith(FORGED) for line in done.stderr.splitlines())  # a name cannot forge a log line
+    assert "\x1b" not in done.stderr and "\u202e" not in done.stderr
+
+
+def test_move_to_and_done_marker_cannot_leave_the_directory(
+    deployment: Deployment, tenant: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = deployment.remote.remote
+    deployment.write_goal("move_up", goal("move_up", "up", after_import={"move_to": "../../../escaped"}))
+    deployment.write_goal("move_link", goal("move_link", "link", after_import={"move_to": "archive/2024"}))
+    deployment.write_goal("marker_up", goal("marker_up", "marker", done_marker="../{name}.done"))
+    deployment.write_goal("marker_bad", goal("marker_bad", "marker", done_marker="{name.__class__}"))
+    for folder in ("up", "link", "marker"):
+        deployment.put(f"{folder}/customers_{folder}.csv", ROWS.format(tag=folder), mtime=OLD)
+    deployment.put("customers_marker.csv.done", "", mtime=OLD)  # where "../{name}.done" points
+    os.symlink(tenant, deployment.remote_path("link/archive"))
+    before_tenant = sorted(p.name for p in tenant.rglob("*"))
+
+    with caplog.at_level(logging.WARNING):
+        result = deployment.run()
+
+    goals = {g.goal: g for g in result.goals}
+    assert [f.status for f in goals["move_up"].files] == ["imported"]
+    assert [f.status for f in goals["move_link"].files] == ["imported"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    escaped = str(Path(home).parents[2] / "escaped")
+    assert (f"goal move_up: could not {home}/up/../../../escaped {home}/up/customers_up.csv: cannot move to "
+            f"{escaped}: it is outside sftp.home ({home}), and the connector never leaves its home on the server"
+            ) in warnings
+    assert (f"goal move_link: could not archive/2024 {home}/link/customers_link.csv: cannot create directory "
+            f"{home}/link/archive: it leads to {tenant} on the server, outside sftp.home ({home}); the connector "
+            "never follows a symbolic link out of its home") in warnings
+    assert deployment.remote_path("up/customers_up.csv").exists() and not Path(escaped).exists()
+    assert deployment.remote_path("link/customers_link.csv").exists()
+    assert sorted(p.name for p in tenant.rglob("*")) == before_tenant  # no folder made through the link
+    assert goals["marker_up"].error == (
+        "goal marker_up: done_marker '../{name}.done' must name a file in the same directory as the file it marks "
+        "(for 'customers_marker.csv' it gives '../customers_marker.csv.done')")
+    assert goals["marker_bad"].error == (
+        "goal marker_bad: done_marker '{name.__class__}': unknown placeholder {name.__class__}; use {name} or {stem}")
+    assert sorted(p["email"][0] for p in deployment.properties()) == ["link@example.test", "up@example.test"]
+
+
+# ── a server that sends names no file can have ───────────────────────────────────────
+
+
+IMPOSSIBLE = ["../customers_escape.csv", "/etc/passwd", "sub/customers_x.csv", ".", "..", ""]
+
+
+class _LyingJail(loopback._Jail):
+    """The loopback server's SFTP operations, but its listings also hold names no file can have."""
+
+    def list_folder(self, path: str) -> Any:
+        entries = super().list_folder(path)
+        if isinstance(entries, int):
+            return entries
+        size = len(ROWS.format(tag="escape"))
+        return entries + [paramiko.SFTPAttributes.from_stat(os.stat_result(
+            (stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, size, int(OLD), int(OLD), int(OLD))), name) for name in IMPOSSIBLE]
+
+
+def test_a_server_sending_impossible_names_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = tmp_path / "served"
+    (served / "in").mkdir(parents=True)
+    (served / "in" / "customers_ok.csv").write_text(ROWS.format(tag="ok"))
+    (served / "customers_escape.csv").write_text(ROWS.format(tag="escape"))  # what "in/../…" would reach
+    base = tmp_path / "deploy"
+    (base / "goals").mkdir(parents=True)
+    (base / "goals" / "all.yaml").write_text(yaml.safe_dump(goal("all", "in", "*")))
+    monkeypatch.setattr(loopback, "_Jail", _LyingJail)
+    with loopback.LoopbackServer(served, username="partner", password="pw-loopback") as server:
+        (base / "known_hosts").write_text(server.known_hosts_line() + "\n")
+        (base / "connector.yaml").write_text(yaml.safe_dump({
+            "sftp": {"host": server.host, "port": server.port, "username": "partner", "known_hosts": "known_hosts",
+                     "auth": {"method": "password", "password": "pw-loopback"}, "retries": 0, "timeout_s": 10},
+            "pgp": {"enabled": False}, "store": {"url": "sqlite:///state/connector.db"}}))
+        config = load.load(base / "connector.yaml")
+        store = db.open_store(config.connector.store.url)
+        try:
+            with caplog.at_level(logging.WARNING):
+                result = runner.run(config, store)
+            with store.engine.connect() as conn:
+                profiles = [p["properties"]["email"] for p in queries.iter_profiles(conn)]
+        finally:
+            store.dispose()
+    assert [(f.path, f.status) for g in result.goals for f in g.files] == [("/in/customers_ok.csv", "imported")]
+    assert profiles == [["ok@example.test"]]
+    skipped = [r.getMessage() for r in caplog.records if "no file can have" in r.getMessage()]
+    assert skipped == [f"skipped {name!r} in /in: the server sent a name no file can have" for name in IMPOSSIBLE]
+    assert sorted(p.name for p in base.iterdir()) == ["connector.yaml", "goals", "known_hosts", "state"]
