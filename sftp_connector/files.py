@@ -35,7 +35,7 @@ def compile_pattern(entry: models.FileEntry) -> re.Pattern[str]:
     if entry.regex is not None:
         return re.compile(entry.regex)
     assert entry.pattern is not None
-    return re.compile(_glob_with_groups(entry.pattern))
+    return re.compile(_glob_with_groups(entry.pattern), re.DOTALL)  # a glob's * matches any character, as fnmatch
 
 
 def _glob_with_groups(pattern: str) -> str:

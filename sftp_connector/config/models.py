@@ -7,6 +7,7 @@ directory of connector.yaml before validation.
 from __future__ import annotations
 
 import re
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -146,7 +147,7 @@ class Schedule(Model):
 
 class Smtp(Model):
     host: str = "localhost"
-    port: int = 25
+    port: int = Field(25, ge=1, le=65535)
     starttls: bool = False
     username: str | None = None
     password: SecretStr | None = None
@@ -285,6 +286,8 @@ class FileEntry(Model):
     def _one_matcher(self) -> FileEntry:
         if (self.pattern is None) == (self.regex is None):
             raise ValueError(f"file {self.name}: give exactly one of pattern or regex")
+        if self.pattern is not None and "/" in self.pattern:
+            raise ValueError(f"file {self.name}: a pattern matches file names only; put the folder in `directory`")
         if self.regex is not None:
             try:
                 re.compile(self.regex)
@@ -392,7 +395,7 @@ class ImportGoalBase(Model):
     after_import: Literal["keep", "delete"] | MoveTo = "keep"
     on_error: Literal["keep"] | MoveTo = "keep"
     max_reject_ratio: float = Field(0.05, ge=0, le=1)
-    max_file_bytes: int = 10 * 2**30
+    max_file_bytes: int = Field(10 * 2**30, gt=0)
     processors: list[dict[str, Any]] = []
     prefix: str = ""
     mappings: list[Mapping] = []
@@ -406,6 +409,18 @@ class ImportGoalBase(Model):
     """Rows matching it are erasure requests: the matched profile is erased."""
 
     _size = field_validator("max_file_bytes", mode="before")(classmethod(lambda cls, v: parse_size(v)))
+
+    @field_validator("done_marker")
+    @classmethod
+    def _marker_in_the_same_folder(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if "/" in value or "\x00" in value:
+            raise ValueError("done_marker must name a file in the same directory (no `/`)")
+        for _, name, spec, conversion in string.Formatter().parse(value):
+            if name is not None and (name not in ("name", "stem") or spec or conversion):
+                raise ValueError(f"done_marker: unknown placeholder {{{name}}}; use {{name}} or {{stem}}")
+        return value
 
     @model_validator(mode="after")
     def _files_link_up(self) -> ImportGoalBase:

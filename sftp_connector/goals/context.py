@@ -14,7 +14,7 @@ from pathlib import Path
 from sftp_connector import pgp, sftp
 from sftp_connector.config import models
 from sftp_connector.config.load import Config
-from sftp_connector.errors import GoalError, HostKeyError
+from sftp_connector.errors import GoalError, HostKeyError, StoreError
 from sftp_connector.goals import locks
 from sftp_connector.goals.results import GoalResult
 from sftp_connector.store import queries
@@ -57,9 +57,16 @@ class RunContext:
             f"@{g.group_type}" for g in self.config.goals if isinstance(g, models.ImportGroups))
 
     def finish_goal(self, result: GoalResult) -> GoalResult:
-        """Record the goal's count of unique profiles exchanged and its finish time; return it."""
-        with self.store.engine.connect() as conn:
-            result.unique_profiles_exchanged = queries.goal_profile_count(conn, result.goal)
+        """Record the goal's count of unique profiles exchanged and its finish time; return it.
+
+        A store that has gone away leaves the count as it was: the goal's own outcome (a file that failed
+        with the store error) is what the run reports.
+        """
+        try:
+            with self.store.connection() as conn:
+                result.unique_profiles_exchanged = queries.goal_profile_count(conn, result.goal)
+        except StoreError as exc:
+            logger.warning("goal %s: cannot count its profiles: %s", result.goal, exc)
         result.finished_at = time.time()
         return result
 

@@ -133,7 +133,11 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
     plain = [replace(d, **dict(zip(("plain", "signer"), _decrypt(ctx, job.goal, _local(ctx, d.remote), d),
                                    strict=True))) for d in downloaded]
     failpoints.reached("after-decrypt")
-    results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
+    try:
+        results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
+    except GoalError as exc:  # reading names a file by its bare name (as rejects do): say its remote path
+        exc.file = {d.remote.name: d.remote.path for d in plain}.get(exc.file or "", exc.file)
+        raise
     for result, d in zip(results, plain, strict=True):
         result.signer = d.signer
     if results[0].status == "imported":
@@ -386,7 +390,8 @@ def _tidy(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, re
             else:
                 ctx.session().move(path, sftp.resolve(path.rsplit("/", 1)[0] or "/", action))
     except GoalError as exc:
-        logger.warning("goal %s: could not %s %s: %s", goal.name, action, remote.path, exc)
+        what = "delete" if action == "delete" else f"move to {action}"
+        logger.warning("goal %s: could not %s %s: %s", goal.name, what, remote.path, exc)
 
 
 def _sha256(path: Path) -> str:

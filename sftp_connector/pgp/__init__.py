@@ -83,14 +83,14 @@ def decrypt(keyring: Keyring, src: Path, dst: Path, *, passphrase: str | None,
     require_signers; InputError if the plaintext exceeds max_bytes (dst is then removed).
     """
     passphrase = passphrase or None  # python-gnupg would read "" from the data stream
-    with _atomic(dst) as (out, tmp):
+    with _atomic(dst, what="the decrypted file") as (out, tmp):
         sink = _Sink(out, max_bytes, keyring.gpg)
         result = _run_decrypt(keyring, src, passphrase, sink)
         if sink.exceeded:
             dst.unlink(missing_ok=True)
             raise errors.InputError(f"decrypted size exceeds max_file_bytes ({max_bytes})", file=str(src))
         if sink.failure is not None:
-            raise _write_failed(tmp, sink.failure, src) from sink.failure
+            raise _write_failed("the decrypted file", tmp, sink.failure, src) from sink.failure
         decrypted = _decryption_outcome(result, src, passphrase)
         _check_signers(decrypted, require_signers, src)
     logger.debug("decrypted %s (%d bytes, signer %s)", src, sink.written, decrypted.signer or decrypted.signer_key_id)
@@ -109,7 +109,7 @@ def encrypt(keyring: Keyring, src: Path, dst: Path, *, recipients: Sequence[str]
         raise errors.CryptoError("signing needs the connector's private key: set pgp.decrypt.private_key")
     fingerprints = [fpr for recipient in recipients for fpr in keys.recipient_fingerprints(keyring, recipient)]
     passphrase = passphrase or None  # python-gnupg would read "" from the data stream
-    with _atomic(dst) as (_, tmp), keyring.lock:
+    with _atomic(dst, what="the encrypted file") as (_, tmp), keyring.lock:
         try:
             result = keyring.gpg.encrypt_file(str(src), fingerprints, sign=keyring.own_key if sign else None,
                                               always_trust=True, passphrase=passphrase, armor=armor, output=str(tmp))
@@ -225,8 +225,9 @@ def _check_signers(decrypted: Decrypted, required: Sequence[str], src: Path) -> 
 
 
 @contextlib.contextmanager
-def _atomic(dst: Path) -> Iterator[tuple[IO[bytes], Path]]:
-    """Given a target path, yield a temp file beside it, moved onto it only if the block succeeds."""
+def _atomic(dst: Path, *, what: str) -> Iterator[tuple[IO[bytes], Path]]:
+    """Given a target path and what it holds, yield a temp file beside it, moved onto it only if the block
+    succeeds. Raise GoalError if writing it fails (a full disk)."""
     fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part")
     tmp = Path(name)
     try:
@@ -234,17 +235,17 @@ def _atomic(dst: Path) -> Iterator[tuple[IO[bytes], Path]]:
             yield file, tmp
     except OSError as exc:  # closing flushes the last buffered bytes: a full disk shows here too
         tmp.unlink(missing_ok=True)
-        raise _write_failed(tmp, exc, dst) from exc
+        raise _write_failed(what, tmp, exc, dst) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, dst)
 
 
-def _write_failed(tmp: Path, exc: OSError, src: Path) -> errors.GoalError:
-    """Given a failed local write, return the GoalError naming the folder and the cause (no space left…)."""
+def _write_failed(what: str, tmp: Path, exc: OSError, src: Path) -> errors.GoalError:
+    """Given a failed local write, return the GoalError naming what, the folder and the cause (no space left…)."""
     cause = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-    return errors.GoalError(f"cannot write the output in {tmp.parent}: {cause}", file=str(src))
+    return errors.GoalError(f"cannot write {what} in {tmp.parent}: {cause}", file=str(src))
 
 
 def _status(result: Any) -> dict[str, list[str]]:

@@ -48,6 +48,16 @@ class Store:
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"database error, nothing was written: {_short(exc)}") from exc
 
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Yield a connection for reads, outside a transaction. Raise StoreError if the database fails
+        (unavailable, connection lost); a ConnectorError from the body passes through."""
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"database error: {_short(exc)}") from exc
+
     def executemany(self, conn: Connection, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Given SQL with `?` placeholders, run it for every row through the raw DB-API cursor."""
         if not self.is_sqlite:

@@ -138,9 +138,10 @@ def decrypted(deployment: Deployment, name: str, folder: str = "out") -> list[li
 
 
 def through(deployment: Deployment, sshd: SshServer, proxy: CuttingProxy) -> None:
-    """Route the connector through the proxy; its port differs from known_hosts, so pin the host key instead."""
+    """Route the connector through the proxy; its port differs from known_hosts, so pin the host key instead.
+    A long timeout: a test may hold a transfer for seconds before it acts."""
     deployment.update_connector({"sftp": {"port": proxy.port, "known_hosts": None,
-                                          "host_key_fingerprint": sshd.fingerprint}})
+                                          "host_key_fingerprint": sshd.fingerprint, "timeout_s": 30}})
 
 
 def direct(deployment: Deployment, sshd: SshServer) -> None:
@@ -184,7 +185,7 @@ class Cli:
         command = [sys.executable, "-m", "sftp_connector", "--config", str(deployment.config_path),
                    "--log-format", "plain", *args]
         self.proc = subprocess.Popen(command, cwd=deployment.dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, preexec_fn=preexec_fn,
+                                     text=True, errors="replace", preexec_fn=preexec_fn,
                                      env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
         self.out: list[str] = []
         self.err: list[str] = []

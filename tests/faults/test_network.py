@@ -97,18 +97,30 @@ def test_an_upload_cut_on_every_retry_leaves_nothing_on_the_server_and_the_next_
     assert deployment.run("newsletter").goals[0].files == []  # sent once: nothing changed since
 
 
+class RestartOnSecondRetry(logging.Handler):
+    """Starts the server again (in a thread, as an operator would) once the connector has logged that its first
+    retry failed too: the restart happens while it waits the 2 s before the second retry."""
+
+    def __init__(self, switch: SshdSwitch) -> None:
+        super().__init__()
+        self.thread = threading.Thread(target=switch.start, daemon=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retry 2 of 3" in record.getMessage() and not self.thread.is_alive() and self.thread.ident is None:
+            self.thread.start()
+
+
 def test_the_server_restarted_during_the_backoff_the_run_recovers_by_itself(
     own_sshd: SshServer, pgp_keys: PgpKeys, store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     switch = SshdSwitch(own_sshd)
-    restart = threading.Timer(1.5, switch.start)  # BACKOFF_S is 1 s, then 2 s: the first retry finds it down
+    restart = RestartOnSecondRetry(switch)
     crashed: list[tuple[int, int]] = []
 
     def crash(_what: str, done: int, total: int) -> None:
         if not crashed:
             crashed.append((done, total))
             switch.stop()
-            restart.start()
 
     with deployment_on(tmp_path / "deploy", own_sshd, pgp_keys, store_url, "restart") as deployment:
         deployment.update_connector({"sftp": {"retries": 3}})
@@ -117,20 +129,25 @@ def test_the_server_restarted_during_the_backoff_the_run_recovers_by_itself(
         big = customers(range(1500), pad=4000)
         deployment.put_encrypted("in/customers_1.csv.gpg", big, mtime=OLD, compress=False)
         before = snapshot(deployment)
+        sftp_log = logging.getLogger("sftp_connector.sftp")
+        sftp_log.addHandler(restart)
         try:
             with caplog.at_level(logging.WARNING, logger="sftp_connector"):
                 result = deployment.run(progress=crash)
-            restart.join(15)
             again = deployment.run()
         finally:
-            restart.cancel()
+            sftp_log.removeHandler(restart)
+            if restart.thread.ident is not None:
+                restart.thread.join(15)
             switch.close()
 
         [(done, total)] = crashed
         assert done < total  # killed mid-download
         retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
-        assert any("retry 1 of 3 in 1.0s" in m for m in retries), retries
-        assert any("retry 2 of 3 in 2.0s" in m for m in retries), retries  # the first retry met the stopped server
+        assert retries[0].startswith(f"download {deployment.remote.remote}/in/customers_1.csv.gpg failed")
+        assert "retry 1 of 3 in 1.0s" in retries[0]
+        assert "connection refused); retry 2 of 3 in 2.0s" in retries[1]  # the first retry met the stopped server
+        assert len(retries) == 2  # the second found it started again
         assert result.status == "success", result
         [file] = result.goals[0].files
         assert (file.status, file.counts.rows_applied) == ("imported", 1500)

@@ -25,12 +25,12 @@ OLD = time.time() - 3600
 HISTORY_TABLES = frozenset({"run", "goal_run", "file_run"})
 
 
-def store_contents(deployment: Deployment) -> dict[str, list[tuple[Any, ...]]]:
+def store_contents(deployment: Deployment) -> dict[str, list[dict[str, Any]]]:
     """Return every row of every store table except the run history, each table's rows sorted."""
     store = db.open_store(deployment.config().connector.store.url)
     try:
         with store.engine.connect() as conn:
-            return {table.name: sorted((tuple(row) for row in conn.execute(sa.select(table))), key=repr)
+            return {table.name: sorted((dict(row._mapping) for row in conn.execute(sa.select(table))), key=repr)
                     for table in SQLModel.metadata.sorted_tables if table.name not in HISTORY_TABLES}
     finally:
         store.dispose()

@@ -11,12 +11,12 @@ of a run that imports a small file.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +99,16 @@ class DiskWatch:
 
     def _watch(self) -> None:
         while not self._stop.wait(0.003):
-            self.peak = max(self.peak, sum(self._sizes()))
+            self.peak = max(self.peak, self._held())
 
-    def _sizes(self) -> Iterator[int]:
+    def _held(self) -> int:
+        total = 0
         for folder, _, names in os.walk(self.state):
             for name in names:
                 if not name.startswith("connector.db"):
-                    try:
-                        yield os.stat(os.path.join(folder, name)).st_size
-                    except FileNotFoundError:
-                        pass
+                    with contextlib.suppress(FileNotFoundError):  # a temp file removed meanwhile
+                        total += os.stat(os.path.join(folder, name)).st_size
+        return total
 
 
 def measured_run(deployment: Deployment) -> tuple[subprocess.CompletedProcess[str], int, int]:

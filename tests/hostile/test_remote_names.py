@@ -24,7 +24,7 @@ import paramiko
 import pytest
 import yaml
 
-from sftp_connector import loopback
+from sftp_connector import errors, loopback, sftp
 from sftp_connector.config import load
 from sftp_connector.goals import runner
 from sftp_connector.store import db, queries
@@ -54,7 +54,7 @@ def tenant(deployment: Deployment) -> Iterator[Path]:
 
 def put_raw(deployment: Deployment, relpath: bytes, data: str) -> None:
     """Write a file whose name is raw bytes (any but / and NUL) as the SFTP user."""
-    path = os.fsencode(deployment.remote_path("")) + relpath
+    path = os.fsencode(deployment.remote.local) + b"/" + relpath
     with open(path, "wb") as out:
         out.write(data.encode())
     os.chown(path, deployment.remote.user.uid, deployment.remote.user.gid)
@@ -65,7 +65,7 @@ def test_unsafe_names_and_links_are_refused_and_nothing_leaves_home(deployment: 
     home = deployment.remote.remote
     deployment.write_goal("customers", goal("customers", "in"))
     deployment.put("in/customers_ok.csv", ROWS.format(tag="ok"), mtime=OLD)
-    odd = {b"customers_forge.csv\n" + FORGED.encode(): "\\n", b"customers_esc\x1b[2J.csv": "\\x1b",
+    odd = {b"customers_forge\n" + FORGED.encode() + b".csv": "\\n", b"customers_esc\x1b[2J.csv": "\\x1b",
            "customers_bidi\u202evsc.csv".encode(): "\\u202e"}
     for raw in odd:
         put_raw(deployment, b"in/" + raw, ROWS.format(tag="odd"))
@@ -135,13 +135,16 @@ def test_move_to_and_done_marker_cannot_leave_the_directory(
     assert [f.status for f in goals["move_up"].files] == ["imported"]
     assert [f.status for f in goals["move_link"].files] == ["imported"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    escaped = str(Path(home).parents[2] / "escaped")
-    assert (f"goal move_up: could not {home}/up/../../../escaped {home}/up/customers_up.csv: cannot move to "
-            f"{escaped}: it is outside sftp.home ({home}), and the connector never leaves its home on the server"
-            ) in warnings
-    assert (f"goal move_link: could not archive/2024 {home}/link/customers_link.csv: cannot create directory "
-            f"{home}/link/archive: it leads to {tenant} on the server, outside sftp.home ({home}); the connector "
-            "never follows a symbolic link out of its home") in warnings
+    escaped = str(Path(home).parents[1] / "escaped")
+
+    def warned(goal: str, file: str, cause: str) -> bool:
+        return any(w.startswith(f"goal {goal}: ") and f" {home}/{file}: " in w and w.endswith(cause) for w in warnings)
+
+    assert warned("move_up", "up/customers_up.csv", f"cannot move to {escaped}: it is outside sftp.home ({home}), "
+                  "and the connector never leaves its home on the server"), warnings
+    assert warned("move_link", "link/customers_link.csv", f"cannot create directory {home}/link/archive: it leads to "
+                  f"{tenant} on the server, outside sftp.home ({home}); the connector never follows a symbolic link "
+                  "out of its home"), warnings
     assert deployment.remote_path("up/customers_up.csv").exists() and not Path(escaped).exists()
     assert deployment.remote_path("link/customers_link.csv").exists()
     assert sorted(p.name for p in tenant.rglob("*")) == before_tenant  # no folder made through the link
@@ -200,5 +203,36 @@ def test_a_server_sending_impossible_names_is_not_followed(
     assert [(f.path, f.status) for g in result.goals for f in g.files] == [("/in/customers_ok.csv", "imported")]
     assert profiles == [["ok@example.test"]]
     skipped = [r.getMessage() for r in caplog.records if "no file can have" in r.getMessage()]
-    assert skipped == [f"skipped {name!r} in /in: the server sent a name no file can have" for name in IMPOSSIBLE]
+    assert skipped == [f"skipped {name!r} in /in: the server sent a name no file can have"
+                       for name in IMPOSSIBLE if name not in (".", "..")]  # those two every server sends
     assert sorted(p.name for p in base.iterdir()) == ["connector.yaml", "goals", "known_hosts", "state"]
+
+
+# ── links swapped in behind the connector's back ─────────────────────────────────────
+
+
+def test_a_file_swapped_for_a_link_after_listing_is_not_read(deployment: Deployment, tmp_path: Path) -> None:
+    target = deployment.put("in/customers_1.csv", ROWS.format(tag="x"), mtime=OLD)
+    work = tmp_path / "work"
+    work.mkdir()
+    with sftp.connect(deployment.config().connector.sftp) as session:
+        (listed,) = session.list("in")
+        target.unlink()
+        os.symlink("/etc/passwd", target)  # between the stability listings and the download, say
+        with pytest.raises(errors.InputError, match="is no longer a regular file"):
+            session.download(listed, work / "copy")
+    assert list(work.iterdir()) == []  # not even a partial copy
+
+
+def test_an_upload_never_writes_through_a_link_planted_at_its_partial_name(
+    deployment: Deployment, tenant: Path, tmp_path: Path
+) -> None:
+    victim = tenant / "secret.csv"
+    before = victim.read_bytes()
+    deployment.remote.user.mkdir(f"{deployment.remote.local.name}/out")
+    os.symlink(victim, deployment.remote_path(f"out/{sftp.partial_name('export.csv')}"))
+    (tmp_path / "export.csv").write_text("profile_id\n1\n")
+    with sftp.connect(deployment.config().connector.sftp) as session:
+        session.upload_atomic(tmp_path / "export.csv", "out/export.csv")
+    assert victim.read_bytes() == before
+    assert deployment.remote_path("out/export.csv").read_text() == "profile_id\n1\n"
