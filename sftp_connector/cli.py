@@ -99,6 +99,9 @@ def run(
             result = runner.run(config, store, names=goals or [], dry_run=dry_run, force=force, progress=progress)
     except ConfigError as exc:
         _fail_config(exc)
+    except GoalError as exc:  # the store failed before or after the goals: nothing was run, or recorded
+        err.print(f"store: {exc}", markup=False)
+        raise typer.Exit(1) from exc
     finally:
         store.dispose()
     notify.notify(config.connector.notifications, result, connector_name=config.connector.name)

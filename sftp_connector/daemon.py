@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from sftp_connector import health, logs, notify, schedule
 from sftp_connector.config import load
-from sftp_connector.errors import ConfigError
+from sftp_connector.errors import ConfigError, GoalError
 from sftp_connector.goals import runner
 from sftp_connector.store import db
 from sftp_connector.store import models as tables
@@ -55,6 +55,8 @@ class Daemon:
             self.metrics.record(result)
             self.last_result = {"run": result.run, "status": result.status, "finished_at": result.finished_at}
             notify.notify(self.config.connector.notifications, result, connector_name=self.config.connector.name)
+        except GoalError as exc:  # the store is down: say so, and try again at the next run
+            logger.error("the run could not be made: %s", exc)
         except Exception:  # a run must never kill the daemon: the next one may succeed
             logger.exception("the run failed unexpectedly; the daemon goes on")
         finally:

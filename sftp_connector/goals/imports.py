@@ -48,7 +48,7 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
         result.finished_at = time.time()
         return result
     digest = goal_digest(ctx.config, goal)
-    with ctx.store.engine.connect() as conn:
+    with ctx.store.connection() as conn:
         records = queries.imported_files(conn, goal.name)
     for candidate in candidates:
         if ctx.stop.is_set():

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sftp_connector import history
 from sftp_connector.config import models
 from sftp_connector.config.load import Config
-from sftp_connector.errors import ConfigError, GoalError
+from sftp_connector.errors import ConfigError, GoalError, StoreError
 from sftp_connector.goals import exports, imports, locks
 from sftp_connector.goals.context import RunContext
 from sftp_connector.goals.results import GoalResult, RunResult
@@ -69,12 +69,22 @@ def run(
             if ctx.stop.is_set():
                 result.status = "interrupted"
                 break
-            with locks.goal_lock(store, config.state_dir, goal.name) as held:
-                result.goals.append(_run_goal(ctx, goal) if held else _held_elsewhere(goal))
+            result.goals.append(_locked_run(ctx, goal))
     finally:
         ctx.close()
         _finish(store, result, ctx)
     return result
+
+
+def _locked_run(ctx: RunContext, goal: Goal) -> GoalResult:
+    """Run the goal holding its lock; a store that cannot lock it fails the goal, not the run."""
+    try:
+        with locks.goal_lock(ctx.store, ctx.config.state_dir, goal.name) as held:
+            return _run_goal(ctx, goal) if held else _held_elsewhere(goal)
+    except StoreError as exc:
+        now = time.time()
+        return GoalResult(goal.name, goal.kind, started_at=now, finished_at=now).fail(
+            str(exc.located(goal=goal.name)))
 
 
 def _held_elsewhere(goal: Goal) -> GoalResult:
@@ -111,4 +121,8 @@ def _finish(store: Store, result: RunResult, ctx: RunContext) -> None:
     elif any(g.status == "failed" for g in result.goals):
         result.status = "failed"
     result.finished_at = time.time()
-    history.finish(store, result)
+    try:
+        history.finish(store, result)
+    except StoreError as exc:
+        logger.error("could not record run %s in history: %s", result.run, exc)
+        result.status = "failed"
