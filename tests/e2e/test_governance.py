@@ -21,7 +21,7 @@ OLD = time.time() - 3600
 
 CRM: dict[str, Any] = {
     "kind": "import-profiles", "name": "crm",
-    "files": [{"name": "crm", "directory": "in/crm", "pattern": "crm_*.csv"}], "stable_after_s": 0,
+    "files": [{"name": "crm", "directory": "in/crm", "pattern": "crm_*.csv*"}], "stable_after_s": 0,
     "identifiers": [{"field": "email", "property": "email"}],
     "groups": [{"type": "household", "field": "household"}],
     "mappings": [{"field": "tier", "property": "tier"}, {"field": "points", "property": "points", "rule": "sum"},
@@ -63,7 +63,7 @@ def test_parquet_export_reads_back_with_polars_after_gpg(deployment: Deployment,
                                  "segments": {"gold": {"property": "tier", "equals": "gold"}}})
     deployment.write_goal("crm", {**CRM, "events": [{"type": "visit", "id": "visit", "time": "at",
                                                      "properties": {"page": "page"}}]})
-    deployment.put("in/crm/crm_1.csv", "email,tier,points,tags,household,visit,at,page\n"
+    deployment.put_encrypted("in/crm/crm_1.csv.gpg", "email,tier,points,tags,household,visit,at,page\n"
                    "a@x.com,gold,10,x|y,H1,V1,2026-11-01,/home\nb@x.com,silver,5,z,,V2,2026-11-02,/cart\n", mtime=OLD)
     deployment.write_goal("out", {
         "kind": "export-profiles", "name": "out", "format": "parquet", "filename": "out_{run}.csv",
@@ -97,12 +97,12 @@ def test_parquet_export_reads_back_with_polars_after_gpg(deployment: Deployment,
 def test_overwrite_clears_exactly_the_absent_profiles_goal_owned_values(deployment: Deployment) -> None:
     deployment.write_goal("crm", {**CRM, "write_mode": "overwrite", "max_clear_ratio": 0.5})
     deployment.write_goal("shop", SHOP)
-    deployment.put("in/crm/crm_1.csv", "email,tier,points,tags,household\na@x.com,gold,10,x,H1\nb@x.com,silver,5,y,H2\n"
-                   "c@x.com,bronze,1,z,H3\n", mtime=OLD)
+    deployment.put_encrypted("in/crm/crm_1.csv.gpg", "email,tier,points,tags,household\na@x.com,gold,10,x,H1\n"
+                             "b@x.com,silver,5,y,H2\nc@x.com,bronze,1,z,H3\n", mtime=OLD)
     deployment.put("in/shop/shop_1.csv", "email,city,points\nb@x.com,Gent,100\n", mtime=OLD)
     assert deployment.run().status == "success"
     # Tonight's full list no longer holds b: crm's values for b go, the shop's stay.
-    deployment.put("in/crm/crm_2.csv", "email,tier,points,tags,household\na@x.com,gold,10,x,H1\n"
+    deployment.put_encrypted("in/crm/crm_2.csv.gpg", "email,tier,points,tags,household\na@x.com,gold,10,x,H1\n"
                    "c@x.com,bronze,1,z,H3\n", mtime=OLD)
     result = deployment.run()
     assert result.status == "success", result
@@ -117,11 +117,12 @@ def test_overwrite_clears_exactly_the_absent_profiles_goal_owned_values(deployme
 
 def test_overwrite_refuses_to_clear_too_much_unless_forced(deployment: Deployment) -> None:
     deployment.write_goal("crm", {**CRM, "write_mode": "overwrite", "max_clear_ratio": 0.5})
-    deployment.put("in/crm/crm_1.csv", "email,tier,points,tags,household\n" + "".join(
+    deployment.put_encrypted("in/crm/crm_1.csv.gpg", "email,tier,points,tags,household\n" + "".join(
         f"p{i}@x.com,gold,1,t,H{i}\n" for i in range(10)), mtime=OLD)
     assert deployment.run().status == "success"
     before = deployment.profiles()
-    deployment.put("in/crm/crm_2.csv", "email,tier,points,tags,household\np0@x.com,gold,1,t,H0\n", mtime=OLD)
+    deployment.put_encrypted("in/crm/crm_2.csv.gpg", "email,tier,points,tags,household\np0@x.com,gold,1,t,H0\n",
+                             mtime=OLD)
     refused = deployment.run()
     assert refused.status == "failed"
     error = refused.goals[0].files[-1].error or ""
@@ -136,11 +137,11 @@ def test_overwrite_refuses_to_clear_too_much_unless_forced(deployment: Deploymen
 def test_erasure_then_a_remention_makes_a_new_profile(deployment: Deployment) -> None:
     deployment.write_goal("crm", {**CRM, "delete_when": {"field": "deleted", "equals": "true"},
                                   "events": [{"type": "visit", "id": "visit", "properties": {"tier": "tier"}}]})
-    deployment.put("in/crm/crm_1.csv", "email,tier,points,tags,household,deleted,visit\n"
+    deployment.put_encrypted("in/crm/crm_1.csv.gpg", "email,tier,points,tags,household,deleted,visit\n"
                    "a@x.com,gold,10,x,H1,,V1\nb@x.com,silver,5,y,H2,,V2\n", mtime=OLD)
     assert deployment.run().status == "success"
     old = by_email(deployment)["a@x.com"]["id"]
-    deployment.put("in/crm/crm_2.csv", "email,tier,points,tags,household,deleted,visit\n"
+    deployment.put_encrypted("in/crm/crm_2.csv.gpg", "email,tier,points,tags,household,deleted,visit\n"
                    "a@x.com,,,,,true,\n", mtime=OLD)
     result = deployment.run()
     assert result.status == "success", result
@@ -150,14 +151,15 @@ def test_erasure_then_a_remention_makes_a_new_profile(deployment: Deployment) ->
     history = [json.loads(line) for line in deployment.cli("history", "--json").stdout.splitlines()]
     assert [f["erased"] for f in history[0]["goals"][0]["files"]] == [0, 1]  # crm_1 unchanged, crm_2 erased one
     # Re-importing the first file (forced) does not bring the old profile back: it makes a new one.
-    deployment.remote_path("in/crm/crm_2.csv").unlink()
+    deployment.remote_path("in/crm/crm_2.csv.gpg").unlink()
     assert deployment.run(force=True).status == "success"
     again = by_email(deployment)["a@x.com"]
     assert again["id"] != old and again["properties"]["points"] == [10]
     # Without allow_new_profiles, a mention after the erasure makes nothing.
     deployment.write_goal("crm", {**CRM, "allow_new_profiles": False,
                                   "delete_when": {"field": "deleted", "equals": "true"}})
-    deployment.put("in/crm/crm_3.csv", "email,tier,points,tags,household,deleted\na@x.com,,,,,true\n", mtime=OLD)
-    deployment.put("in/crm/crm_4.csv", "email,tier,points,tags,household,deleted\na@x.com,gold,1,,,\n", mtime=OLD)
+    header = "email,tier,points,tags,household,deleted\n"
+    deployment.put_encrypted("in/crm/crm_3.csv.gpg", header + "a@x.com,,,,,true\n", mtime=OLD)
+    deployment.put_encrypted("in/crm/crm_4.csv.gpg", header + "a@x.com,gold,1,,,\n", mtime=OLD)
     assert deployment.run().status == "success"
     assert list(by_email(deployment)) == ["b@x.com"]
