@@ -45,6 +45,7 @@ class RunContext:
     def work_dir(self) -> Path:
         """The run's private temp folder (state/tmp/<run>, 0700), locked while the run lives."""
         if self._work_dir is None:
+            self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # decrypted files pass through it
             self._work_dir, self._work_lock = locks.claim_work_dir(self.config.state_dir / "tmp", self.run)
         return self._work_dir
 

@@ -59,6 +59,7 @@ def run(
     Raise ConfigError if a named goal does not exist.
     """
     goals = ordered(config, names)
+    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # rejects, locks and decrypted files live here
     result = RunResult(run=new_run_id(), trigger="schedule" if trigger == "schedule" else "cli",
                        started_at=time.time(), dry_run=dry_run)
     ctx = RunContext(config=config, store=store, run=result.run, dry_run=dry_run, force=force,

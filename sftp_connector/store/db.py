@@ -7,6 +7,7 @@ transaction: an ORM object per row would be many times slower for million-row fi
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -125,7 +126,7 @@ def open_store(url: str, *, lock_timeout_s: float = 60.0) -> Store:
 
 def _engine(url: str, lock_timeout_s: float) -> Engine:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(url.removeprefix("sqlite:///")))
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": lock_timeout_s, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -138,6 +139,14 @@ def _engine(url: str, lock_timeout_s: float) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_pre_ping=True,
                             connect_args={"options": f"-c lock_timeout={int(lock_timeout_s * 1000)}"})
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file (and its folder) readable by this user only: it holds customer data.
+    SQLite gives its -wal and -shm files the database file's permissions."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

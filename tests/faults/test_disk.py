@@ -67,10 +67,8 @@ def test_a_full_disk_fails_the_file_cleanly_and_the_next_run_imports_it(
     assert code == 1, cli.stderr
     assert "Traceback" not in cli.stderr
     [_, failed] = files_of(runs(deployment)[0])
-    # The CSV stage names a file by its name, the transport and crypto stages by its remote path.
-    named = failed["path"].rsplit("/", 1)[1] if make is big_gzip else failed["path"]
     assert failed["status"] == "failed"
-    assert failed["error"].startswith(f"goal customers, file {named}: cannot ")
+    assert failed["error"].startswith(f"goal customers, file {failed['path']}: cannot ")  # every stage: the remote path
     assert failed["error"].endswith(f" in {small_disk.path}/tmp/{runs(deployment)[0]['run']}: {small_disk.cause}")
     assert failed["error"] in cli.stderr
     assert snapshot(deployment) == before

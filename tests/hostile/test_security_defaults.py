@@ -101,15 +101,13 @@ def test_the_gnupg_home_is_private_and_the_users_is_never_used(deployment: Deplo
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-@pytest.mark.xfail(strict=True, reason="store/db.py makes state/ and the SQLite file with the default umask "
-                   "(0755/0644): every local user can read the profiles (reported)")
 def test_the_sqlite_store_is_private(deployment: Deployment) -> None:
     deployment.write_goal("customers", GOAL)
     deployment.remote.user.mkdir(f"{deployment.remote.local.name}/in")
     assert deployment.run().status == "success"
-    state = deployment.dir / "state"
-    assert stat.S_IMODE(state.stat().st_mode) & 0o077 == 0 or \
-        stat.S_IMODE((state / "connector.db").stat().st_mode) & 0o077 == 0
+    store = Path(deployment.store_url.removeprefix("sqlite:///"))
+    assert stat.S_IMODE(store.stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE((deployment.dir / "state").stat().st_mode) & 0o077 == 0
 
 
 # ── secrets ──────────────────────────────────────────────────────────────────────────
