@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import polars as pl
 from sqlalchemy.engine import Connection
 
-from sftp_connector import identity, rules
+from sftp_connector import identity, rowkeys, rules
 from sftp_connector.config import models
 from sftp_connector.errors import InputError, RowReject
+from sftp_connector.rowkeys import HASH_SEED, Occurrences
 from sftp_connector.store import queries
 from sftp_connector.store.db import Store
 
-HASH_SEED = 20_261_122
 TOUCHED_FLUSH = 1_000_000
 
 
@@ -105,38 +105,6 @@ def context(
 def group_identity_property(group_type: str) -> str:
     """The property (and identity index key) holding a group's identifier value."""
     return f"@{group_type}"
-
-
-@dataclass(slots=True)
-class Occurrences:
-    """How often each identifier value was seen in the file so far, in bounded memory.
-
-    Values are tracked by a 64-bit hash in a sorted series (8 bytes a distinct value);
-    counts above one live in a small dict. A hash collision (odds about 1 in 10^6 for 5
-    million distinct values) only renumbers a row consistently, it never merges two rows.
-    """
-
-    seen: pl.Series = field(default_factory=lambda: pl.Series("h", [], dtype=pl.UInt64))
-    more: dict[int, int] = field(default_factory=dict)
-
-    def number(self, idents: pl.Series) -> pl.Series:
-        """Given this batch's identifier values, return each row's occurrence number in the file (1-based)."""
-        frame = idents.hash(seed=HASH_SEED).alias("h").to_frame().with_columns(
-            within=pl.col("h").cum_count().over("h"))
-        if self.seen.len():
-            at = self.seen.search_sorted(frame.get_column("h")).clip(0, self.seen.len() - 1)
-            present = (self.seen.gather(at) == frame.get_column("h")).fill_null(False)
-        else:
-            present = pl.Series([False] * frame.height, dtype=pl.Boolean)
-        frame = frame.with_columns(present=present)
-        prior = [self.more.get(h, 1) if hit else 0 for h, hit in zip(
-            frame.get_column("h").to_list(), present.to_list(), strict=True)] if present.any() else 0
-        frame = frame.with_columns(n=pl.col("within") + pl.Series(prior) if present.any() else pl.col("within"))
-        for h, n in frame.filter(pl.col("n") > 1).select("h", "n").iter_rows():
-            self.more[h] = max(self.more.get(h, 0), n)
-        fresh = frame.filter(~pl.col("present")).get_column("h").unique()
-        self.seen = pl.concat([self.seen, fresh]).sort()
-        return frame.get_column("n")
 
 
 @dataclass(slots=True)
@@ -245,20 +213,8 @@ def _lookup(store: Store, conn: Connection, prop: str, values: pl.Series, state:
         added = state.added.get(prop)
         if added is None:
             return queries.find_identities(store, conn, prop, values.clear(), state.ctx.entity)
-        values = values.filter(_among(_short_hash(values), added))
+        values = values.filter(rowkeys.among(rowkeys.short_hash(values), added))
     return queries.find_identities(store, conn, prop, values, state.ctx.entity)
-
-
-def _short_hash(values: pl.Series) -> pl.Series:
-    return (values.hash(seed=HASH_SEED) & 0xFFFFFFFF).cast(pl.UInt32)
-
-
-def _among(hashes: pl.Series, sorted_hashes: pl.Series) -> pl.Series:
-    """Which hashes are in the sorted series: a binary search, no hash table of the whole series."""
-    if sorted_hashes.is_empty():
-        return pl.Series([False] * hashes.len(), dtype=pl.Boolean)
-    at = sorted_hashes.search_sorted(hashes).clip(0, sorted_hashes.len() - 1)
-    return (sorted_hashes.gather(at) == hashes).fill_null(False)
 
 
 def _keyed(batch: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
@@ -468,7 +424,7 @@ def _reindex(
     claimed = pl.concat(claims).sort("property", "value")
     queries.claim_identities(store, conn, claimed, state.ctx.entity)
     for (prop,), group in claimed.group_by("property"):
-        hashes = _short_hash(group.get_column("value"))
+        hashes = rowkeys.short_hash(group.get_column("value"))
         state.added[prop] = (pl.concat([state.added[prop], hashes]) if prop in state.added else hashes).sort()
 
 

@@ -22,6 +22,7 @@ FORBIDDEN = {
     "processors": {"config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "linked": {"store", "goals", "cli", "sftp", "pgp", "merge", "history", "events"},
     "events": {"goals", "cli", "sftp", "pgp", "merge", "history"},
+    "rowkeys": {"config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "store": {"goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "goals": {"cli", "demo"},
     "history": {"cli", "demo"},
