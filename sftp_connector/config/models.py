@@ -1,4 +1,5 @@
-"""Pydantic models for connector.yaml and the goal files; the names are the SPEC's contract.
+"""Pydantic models of the goal files; connector.yaml's (config/connector.py) are re-exported here, so
+`models.X` names every model of the SPEC's contract.
 
 Paths in these models are already absolute: `config.load` resolves them against the
 directory of connector.yaml before validation.
@@ -8,261 +9,37 @@ from __future__ import annotations
 
 import re
 import string
-from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-Rule = Literal["set", "set_if_empty", "set_or_clear", "add", "sum"]
-RULES: tuple[str, ...] = get_args(Rule)
-AuthMethod = Literal["password", "key", "key+password"]
-Compression = Literal["auto", "none", "gzip", "bz2", "zip"]
-GoalKind = Literal["import-groups", "import-profiles", "export-profiles"]
-GOAL_KINDS: tuple[str, ...] = get_args(GoalKind)
-
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-class Model(BaseModel):
-    """Base of every config model: unknown keys are refused, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def parse_size(value: int | str) -> int:
-    """Given a size such as 10GiB, 500MB or 1024, return it in bytes. Raise ValueError if malformed."""
-    if isinstance(value, int):
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"expected a size such as 10GiB or 500MB, got {value!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-
-# ── connector.yaml ──────────────────────────────────────────────────────────────────
-
-
-class SftpAuth(Model):
-    method: AuthMethod = "key"
-    """password | key | key+password (the server asks for both)."""
-    password: SecretStr | None = None
-    private_key: Path | None = None
-    """An ed25519, ecdsa or rsa private key file (OpenSSH or PEM format); must be 0600."""
-    passphrase: SecretStr | None = None
-    """The private key's passphrase, if it has one."""
-
-    @model_validator(mode="after")
-    def _needs_what_the_method_says(self) -> SftpAuth:
-        if "password" in self.method and self.password is None:
-            raise ValueError(f"auth.method {self.method} needs auth.password")
-        if "key" in self.method and self.private_key is None:
-            raise ValueError(f"auth.method {self.method} needs auth.private_key")
-        return self
-
-
-class Sftp(Model):
-    host: str
-    port: int = Field(22, ge=1, le=65535)
-    username: str
-    auth: SftpAuth
-    known_hosts: Path | None = None
-    """OpenSSH known_hosts file; required unless host_key_fingerprint is given."""
-    host_key_fingerprint: str | None = None
-    """Pin the server's key: "SHA256:<base64>" as ssh-keygen -l prints it."""
-    home: str = "/"
-    """The user's directory on the server; relative goal directories are resolved against it."""
-    proxy_jump: str | None = None
-    timeout_s: float = Field(30, gt=0)
-    retries: int = Field(3, ge=0)
-
-    @model_validator(mode="after")
-    def _host_key_is_checked(self) -> Sftp:
-        if self.known_hosts is None and self.host_key_fingerprint is None:
-            raise ValueError("give sftp.known_hosts or sftp.host_key_fingerprint (host keys are always verified)")
-        if self.host_key_fingerprint and not self.host_key_fingerprint.startswith("SHA256:"):
-            raise ValueError("sftp.host_key_fingerprint must look like SHA256:<base64>")
-        return self
-
-
-class PgpDecrypt(Model):
-    private_key: Path | None = None
-    passphrase: SecretStr | None = None
-    verify_keys: list[Path] = []
-    require_signature_from: list[str] = []
-
-
-class PgpEncrypt(Model):
-    recipients: list[str] = []
-    """Public key files or fingerprints."""
-    sign: bool = False
-    armor: bool = False
-
-
-class Pgp(Model):
-    enabled: bool = True
-    gnupg_home: Path | None = None
-    """The connector's own GnuPG home (default keys/gnupg), never the user's ~/.gnupg."""
-    decrypt: PgpDecrypt = PgpDecrypt()
-    encrypt: PgpEncrypt = PgpEncrypt()
-
-
-class Store(Model):
-    url: str = "sqlite:///state/connector.db"
-    """sqlite:///path (relative to connector.yaml) or postgresql+psycopg://user@host/db."""
-    lock_timeout_s: float = Field(60, gt=0)
-    """How long a write waits for another writer's lock (SQLite) before the file fails and is retried."""
-
-
-class Privacy(Model):
-    objectives: list[str] = []
-    consent_property: str = "consented_objectives"
-    permission_property: str = "permission_level"
-
-
-class WeekdayOfMonth(Model):
-    week: Literal["first", "second", "third", "fourth", "last"]
-    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-
-
-class Schedule(Model):
-    timezone: str = "UTC"
-    every_minutes: float | None = Field(None, gt=0)
-    """Minutes between runs (fractions allowed: 0.5 is every 30 seconds)."""
-    times_per_day: int | None = Field(None, gt=0, le=1440)
-    days_of_week: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = None
-    days_of_month: list[Annotated[int, Field(ge=1, le=31)]] | None = None
-    weekday_of_month: WeekdayOfMonth | None = None
-    at: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-
-    @model_validator(mode="after")
-    def _exactly_one_form(self) -> Schedule:
-        forms = [self.every_minutes, self.times_per_day, self.days_of_week, self.days_of_month,
-                 self.weekday_of_month]
-        if sum(form is not None for form in forms) > 1:
-            raise ValueError("schedule takes exactly one of every_minutes, times_per_day, "
-                             "days_of_week, days_of_month, weekday_of_month")
-        return self
-
-
-class Smtp(Model):
-    host: str = "localhost"
-    port: int = Field(25, ge=1, le=65535)
-    starttls: bool = False
-    username: str | None = None
-    password: SecretStr | None = None
-    from_: str = Field("connector@localhost", alias="from")
-
-
-class EmailNotification(Model):
-    to: list[str]
-    when: Literal["failure", "always"] = "failure"
-    smtp: Smtp = Smtp()
-
-
-class Webhook(Model):
-    url: str
-    """An http:// or https:// address that takes a JSON POST (Slack, Mattermost, Teams, your own)."""
-    when: Literal["failure", "always"] = "failure"
-    """failure: a run that failed or was interrupted; always: every run (dry runs never notify)."""
-    headers: dict[str, SecretStr] = {}
-    """Extra request headers, e.g. Authorization: "Bearer ${WEBHOOK_TOKEN}"; values are secrets."""
-    timeout_s: float = Field(10, gt=0)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.fullmatch(r"https?://[^\s/?#]+\S*", value):
-            # The value is not echoed: chat webhook URLs carry their token in the path.
-            raise ValueError("webhook.url must start with http:// or https:// and name a host")
-        return value
-
-
-class Notifications(Model):
-    email: EmailNotification | None = None
-    webhook: Webhook | None = None
-    """POST {"text": one-line summary, "run": the run as `history --json`} to a URL."""
-
-
-class Condition(Model):
-    """One segment condition: exactly one subject (all / any / not / segment / property / group / event)
-    with its operators. Several operators on one subject must all hold (for a property: on one value)."""
-
-    all: list[Condition] | None = None
-    any: list[Condition] | None = None
-    not_: Condition | None = Field(None, alias="not")
-    segment: str | None = None
-    """Another named segment."""
-    property: str | None = None
-    group: str | None = None
-    """A group type: the profile belongs to a group of it (`id` / `in` narrow it)."""
-    event: str | None = None
-    """An event type: the profile did it (within_days / since), or `count` / `sum` of it compare."""
-    equals: str | int | float | None = None
-    in_: list[str | int | float] | None = Field(None, alias="in")
-    not_in: list[str | int | float] | None = None
-    exists: bool | None = None
-    contains: str | None = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-    before: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}")
-    after: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}")
-    within_days: float | None = Field(None, ge=0)
-    older_than_days: float | None = Field(None, ge=0)
-    since: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}")
-    id: str | None = None
-    count: bool = False
-    sum: str | None = None
-    """An event property to total (its values read as numbers)."""
-
-    @model_validator(mode="after")
-    def _one_subject(self) -> Condition:
-        subjects = [k for k in ("all", "any", "not_", "segment", "property", "group", "event")
-                    if getattr(self, k) is not None]
-        if len(subjects) != 1:
-            raise ValueError("a condition takes exactly one of all, any, not, segment, property, group, event")
-        subject = subjects[0]
-        used = {k for k in _OPERATORS if getattr(self, k) is not None and (k != "count" or self.count)}
-        allowed = _ALLOWED.get(subject, set())
-        if used - allowed:
-            names = ", ".join(sorted(k.rstrip("_") for k in used - allowed))
-            raise ValueError(f"{subject.rstrip('_')} conditions do not take {names}")
-        if subject == "property" and not used:
-            raise ValueError(f"property {self.property}: give an operator (equals, in, exists, contains, gt, …)")
-        if subject == "event" and (self.count or self.sum) and not used & {"gt", "gte", "lt", "lte", "equals"}:
-            raise ValueError(f"event {self.event}: count or sum needs a comparison (gt, gte, lt, lte, equals)")
-        if subject == "event" and self.count and self.sum:
-            raise ValueError(f"event {self.event}: give count or sum, not both")
-        return self
-
-
-_OPERATORS = ("equals", "in_", "not_in", "exists", "contains", "gt", "gte", "lt", "lte", "before", "after",
-              "within_days", "older_than_days", "since", "id", "count", "sum")
-_ALLOWED = {
-    "property": {"equals", "in_", "not_in", "exists", "contains", "gt", "gte", "lt", "lte", "before", "after",
-                 "within_days", "older_than_days"},
-    "group": {"id", "in_"},
-    "event": {"within_days", "since", "count", "sum", "gt", "gte", "lt", "lte", "equals"},
-}
-
-
-class Connector(Model):
-    """connector.yaml: the connection, keys, store, schedule and segments."""
-
-    name: str = "sftp-connector"
-    sftp: Sftp
-    pgp: Pgp = Pgp()
-    store: Store = Store()
-    privacy: Privacy = Privacy()
-    schedule: Schedule | None = None
-    notifications: Notifications = Notifications()
-    segments: dict[str, Condition] = {}
-    labels: dict[str, list[str]] = {}
-    state_dir: Path | None = None
-    """Temp files and reject files (default: state/ beside connector.yaml)."""
-
+from sftp_connector.config.base import (  # noqa: F401 - the contract's names, all from here
+    GOAL_KINDS,
+    RULES,
+    AuthMethod,
+    Compression,
+    GoalKind,
+    Model,
+    Rule,
+    parse_size,
+)
+from sftp_connector.config.connector import (  # noqa: F401
+    Condition,
+    Connector,
+    EmailNotification,
+    Notifications,
+    Pgp,
+    PgpDecrypt,
+    PgpEncrypt,
+    Privacy,
+    Schedule,
+    Sftp,
+    SftpAuth,
+    Smtp,
+    Store,
+    Webhook,
+    WeekdayOfMonth,
+)
 
 # ── goals/*.yaml ────────────────────────────────────────────────────────────────────
 
