@@ -1,6 +1,5 @@
 """The base of every config model (unknown keys refused, values frozen), sizes, and the shared literal types."""
 
-
 from __future__ import annotations
 
 import re
