@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -109,3 +110,12 @@ class RunContext:
             os.close(self._work_lock)
             self._work_dir = self._work_lock = None
         locks.sweep_work_dirs(self.config.state_dir / "tmp")
+
+
+def sha256_of(path: Path) -> str:
+    """Given a local file, return its SHA-256 (hex), read a MiB at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

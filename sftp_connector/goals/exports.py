@@ -10,7 +10,6 @@ the last successful export began reading.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import posixpath
 import queue
@@ -30,7 +29,7 @@ from sftp_connector import failpoints, pgp, segments, sftp
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, GoalError, TransportError
 from sftp_connector.goals import export_files
-from sftp_connector.goals.context import RunContext
+from sftp_connector.goals.context import RunContext, sha256_of
 from sftp_connector.goals.results import FileResult, GoalResult
 from sftp_connector.store import exports as store_exports
 from sftp_connector.store import queries
@@ -92,7 +91,7 @@ def _export(ctx: RunContext, goal: models.ExportProfiles) -> list[FileResult]:
     if ctx.dry_run:
         return [_dry_run(goal, directory, done)]
     sealed = [_sealed(ctx, goal, written) for written in done.files]
-    digests = [_sha256(local) for local, _ in sealed]
+    digests = [sha256_of(local) for local, _ in sealed]
     placed = _upload(ctx, goal, directory, sealed)
     failpoints.reached("after-upload")
     with ctx.store.transaction() as conn:
@@ -279,14 +278,6 @@ def _take_back(ctx: RunContext, placed: list[str]) -> None:
             ctx.session().remove(path)
         except TransportError as exc:
             logger.warning("could not remove %s after the failed export: %s", path, exc)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def members(store: Any, connector: models.Connector, condition: models.Condition) -> list[int]:

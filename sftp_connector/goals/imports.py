@@ -7,7 +7,6 @@ the store has committed.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -19,7 +18,7 @@ from sftp_connector.config import models
 from sftp_connector.config.load import goal_digest
 from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupted, RowReject, TransportError
 from sftp_connector.goals import selection
-from sftp_connector.goals.context import RunContext
+from sftp_connector.goals.context import RunContext, sha256_of
 from sftp_connector.goals.results import FileResult, GoalResult
 from sftp_connector.store import models as tables
 from sftp_connector.store import queries
@@ -171,7 +170,7 @@ def _download(
     local = _local(ctx, remote)
     ctx.session().download(remote, local, max_bytes=goal.max_file_bytes,
                            progress=(lambda done: report(remote.name, done, remote.size)) if report else None)
-    return Local(entry, remote, _sha256(local))
+    return Local(entry, remote, sha256_of(local))
 
 
 def _decrypt(
@@ -392,14 +391,6 @@ def _tidy(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, re
     except GoalError as exc:
         what = "delete" if action == "delete" else f"move to {action}"
         logger.warning("goal %s: could not %s %s: %s", goal.name, what, remote.path, exc)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _counts_line(counts: merge.Counts) -> str:
