@@ -46,7 +46,9 @@ def test_two_runs_started_together_import_the_file_once(deployment: Deployment, 
         with Cli(deployment, "run", "--json") as one, Cli(deployment, "run", "--json") as two:
             assert until(lambda: one.proc.poll() is not None or two.proc.poll() is not None, 30)
             loser, winner = (one, two) if one.proc.poll() is not None else (two, one)
-            assert proxy.stalled.is_set() and winner.proc.poll() is None  # the loser ran while the winner imported
+            # The loser finished while the winner holds the goal (it may not have reached the stall yet: wait).
+            assert winner.proc.poll() is None
+            assert until(lambda: proxy.stalled.is_set(), 30) and winner.proc.poll() is None
             assert snapshot(deployment) == before
             proxy.release()
             assert (winner.wait(), loser.wait()) == (0, 0), (winner.stderr, loser.stderr)
