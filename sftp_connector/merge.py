@@ -365,8 +365,8 @@ def _write(
     after = after.filter((pl.col("pid") > 0) | pl.col("pid").is_in(applied.get_column("_pid").implode()))
     new = after.filter(pl.col("pid") < 0)
     entity = state.ctx.entity
-    ids = dict(zip(new.get_column("pid").to_list(), queries.reserve_profile_ids(store, conn, new.height, entity),
-                   strict=True))
+    new_ids = queries.reserve_profile_ids(store, conn, new.height, entity)
+    ids = dict(zip(new.get_column("pid").to_list(), new_ids, strict=True))
     real = pl.col("pid").replace_strict(ids, default=pl.col("pid"), return_dtype=pl.Int64) if ids else pl.col("pid")
     kind = {"type": pl.lit(state.ctx.group_type)} if state.ctx.group_type else {}
     queries.insert_profiles(store, conn, new.select(
@@ -376,7 +376,7 @@ def _write(
     changed = _changed(before, after.filter(pl.col("pid") > 0), mapped)
     queries.update_profiles(store, conn, changed.select(
         pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in mapped}), state.now, entity)
-    _reindex(store, conn, before, after.with_columns(real), changed.get_column("pid"), state)
+    _reindex(store, conn, before, after.with_columns(real), changed.get_column("pid"), new_ids, state)
     records = applied.sort("_row").select(
         pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
         pl.col("_sums").cast(pl.String).alias("sums"),
@@ -405,25 +405,37 @@ def _changed(before: pl.DataFrame, after: pl.DataFrame, mapped: list[str]) -> pl
 
 
 def _reindex(
-    store: Store, conn: Connection, before: pl.DataFrame, after: pl.DataFrame, changed: pl.Series, state: FileMerge
+    store: Store, conn: Connection, before: pl.DataFrame, after: pl.DataFrame, changed: pl.Series, new_ids: list[int],
+    state: FileMerge,
 ) -> None:
-    """Keep the identity index in step with the identifier properties of new and changed profiles."""
+    """Keep the identity index in step with the identifier properties of changed and new profiles.
+
+    Changed profiles first (they were stored before the batch, so they claim a value first);
+    only those whose identifier text changed are compared value by value.
+    """
     props = [p for p in state.props if p in state.ctx.indexed]
-    # New profiles carry their stored ids here, which `before` (placeholders) does not hold.
-    touched = after.filter(pl.col("pid").is_in(changed.implode()) | ~pl.col("pid").is_in(
-        before.get_column("pid").implode()))
-    if not props or touched.is_empty():
+    if not props:
         return
-    joined = touched.join(before, on="pid", how="left", suffix="_was", maintain_order="left")
-    claims, releases = [], []
+    moved = pl.any_horizontal(pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")) for p in props)
+    stored = after.filter(pl.col("pid").is_in(changed.implode())).join(
+        before, on="pid", how="left", suffix="_was", maintain_order="left").filter(moved)
+    created = after.filter(pl.col("pid").is_between(new_ids[0], new_ids[-1])) if new_ids else after.clear()
+    claims, releases, held = [], [], []
     for prop in props:
         old, new = rules.decode(pl.col(f"{prop_col(prop)}_was")), rules.decode(pl.col(prop_col(prop)))
-        claims.append(_long(joined, prop, new.list.set_difference(old)))
-        releases.append(_long(joined, prop, old.list.set_difference(new)))
+        claims.append(_long(stored, prop, new.list.set_difference(old)))
+        releases.append(_long(stored, prop, old.list.set_difference(new)))
+        held.append(_long(created, prop, new))
     queries.release_identities(store, conn, pl.concat(releases).sort("property", "value"), state.ctx.entity)
-    claimed = pl.concat(claims).sort("property", "value")
-    queries.claim_identities(store, conn, claimed, state.ctx.entity)
-    for (prop,), group in claimed.group_by("property"):
+    if store.is_sqlite and new_ids:  # SQLite indexes the new profiles' values from the rows it has just written
+        queries.claim_identities(store, conn, pl.concat(claims).sort("property", "value"), state.ctx.entity)
+        for prop in props:
+            queries.claim_held_identities(store, conn, prop, state.columns[prop], (new_ids[0], new_ids[-1]),
+                                          state.ctx.entity)
+    else:
+        everything = pl.concat([*claims, *held]).sort("property", "value", maintain_order=True)
+        queries.claim_identities(store, conn, everything, state.ctx.entity)
+    for (prop,), group in pl.concat([*claims, *held]).group_by("property"):
         hashes = rowkeys.short_hash(group.get_column("value"))
         state.added[prop] = (pl.concat([state.added[prop], hashes]) if prop in state.added else hashes).sort()
 

@@ -11,7 +11,7 @@ same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
@@ -20,13 +20,15 @@ SCHEMA_VERSION = 3
 # Identifier values are only ever compared for equality: byte order ("C") makes PostgreSQL's
 # index several times faster than a language collation, and is what SQLite does anyway.
 _BYTES_TEXT = Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
+# On SQLite an INTEGER primary key is the rowid itself: one B-tree per table instead of two.
+_ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Profile(SQLModel, table=True):
     """A profile; its property columns (p_1, p_2, …) are added to this table as properties appear."""
 
     __tablename__ = "profile"
-    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    id: int = Field(sa_column=Column(_ROW_ID, primary_key=True, autoincrement=False))
     created_at: float = Field(sa_column=Column(Float, nullable=False))
     updated_at: float = Field(sa_column=Column(Float, nullable=False, index=True))
 
@@ -56,7 +58,7 @@ class GroupEntity(SQLModel, table=True):
     """
 
     __tablename__ = "group_entity"
-    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    id: int = Field(sa_column=Column(_ROW_ID, primary_key=True, autoincrement=False))
     type: str = Field(sa_column=Column(Text, nullable=False, index=True))
     created_at: float = Field(sa_column=Column(Float, nullable=False))
     updated_at: float = Field(sa_column=Column(Float, nullable=False, index=True))

@@ -156,6 +156,22 @@ def claim_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity
                                          "ON CONFLICT (property, value) DO NOTHING")
 
 
+def claim_held_identities(
+    store: Store, conn: Connection, prop: str, column: str, ids: tuple[int, int], entity: Entity = PROFILES
+) -> None:
+    """Given an identifier property, its column and a range of profile ids just inserted (SQLite), index the
+    values those profiles hold as claim_identities would: in value order, the lowest id winning.
+
+    Nothing travels row by row: SQLite reads the values from the rows it has just written.
+    (PostgreSQL does this markedly slower than claim_identities' COPY.)
+    """
+    conn.execute(sa.text(
+        f"INSERT INTO {entity.identity} (property, value, profile_id) SELECT :prop, j.value, p.id "
+        f"FROM {entity.table} p, json_each(p.{column}) j WHERE p.id BETWEEN :first AND :last "
+        f"AND p.{column} IS NOT NULL ORDER BY j.value, p.id ON CONFLICT (property, value) DO NOTHING"),
+        {"prop": prop, "first": ids[0], "last": ids[1]})
+
+
 def release_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
     """Given (property, value, profile_id) rows, drop them from the index where that profile holds them."""
     if store.is_sqlite:
