@@ -132,6 +132,11 @@ class FileMerge:
     (4 bytes a value; a collision only costs a lookup that finds nothing)."""
     present: list[pl.Series] = field(default_factory=list)
     """The profiles of the file's rows, applied or unchanged (what an overwrite keeps)."""
+    created: int = 0
+    first_created: int | None = None
+    """The first profile id this file created: every id it created is from there on."""
+    changed: pl.Series = field(default_factory=lambda: pl.Series("pid", [], dtype=pl.Int64))
+    """The stored profiles a batch changed, sorted and distinct (for the count of updated profiles)."""
 
     @property
     def identifiers(self) -> list[tuple[str, str]]:
@@ -292,14 +297,18 @@ def _rounds(rows: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> tuple
 def _ruled(batch: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     """Apply every mapping to one round of rows; keep the rows that pass the consent check."""
     sums = _previous_sums(batch, state)
+    # Each field's values once, as a column: an expression repeated inside the rules would be computed again.
+    split = {m.field for m in state.maps if m.rule != "sum"}
+    batch = batch.with_columns(rules.split_expression(pl.col(field_col(f)), state.ctx.separator).alias(_values_col(f))
+                               for f in split)
     for layer in _layers(state.maps):
         if layer[0].rule == "sum":
             batch = _summed(batch, layer[0], sums, state)
             continue
         batch = batch.with_columns(
-            rules.expression(m.rule, pl.col(prop_col(m.property)),
-                             rules.split_expression(pl.col(field_col(m.field)), state.ctx.separator))
+            rules.expression(m.rule, pl.col(prop_col(m.property)), pl.col(_values_col(m.field)))
             .alias(prop_col(m.property)) for m in layer)
+    batch = batch.drop(_values_col(f) for f in split)
     if state.ctx.objectives:
         held = rules.decode(pl.col(prop_col(state.ctx.consent_property)))
         consent = held.list.set_intersection(list(state.ctx.objectives)).list.len() > 0
@@ -307,6 +316,10 @@ def _ruled(batch: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
         batch = batch.filter(consent)
     state.counts.rows_applied += batch.height
     return batch.with_columns(_sums=_sums_json(state)) if state.sum_props else batch.with_columns(_sums=pl.lit(None))
+
+
+def _values_col(field: str) -> str:
+    return f"v\x1f{field}"
 
 
 def _layers(maps: list[Mapping]) -> list[list[Mapping]]:
@@ -367,6 +380,9 @@ def _write(
     entity = state.ctx.entity
     new_ids = queries.reserve_profile_ids(store, conn, new.height, entity)
     ids = dict(zip(new.get_column("pid").to_list(), new_ids, strict=True))
+    state.created += len(new_ids)
+    if new_ids and state.first_created is None:
+        state.first_created = new_ids[0]
     real = pl.col("pid").replace_strict(ids, default=pl.col("pid"), return_dtype=pl.Int64) if ids else pl.col("pid")
     kind = {"type": pl.lit(state.ctx.group_type)} if state.ctx.group_type else {}
     queries.insert_profiles(store, conn, new.select(
@@ -377,6 +393,7 @@ def _write(
     queries.update_profiles(store, conn, changed.select(
         pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in mapped}), state.now, entity)
     _reindex(store, conn, before, after.with_columns(real), changed.get_column("pid"), new_ids, state)
+    state.changed = pl.concat([state.changed, changed.get_column("pid")]).unique().sort()
     records = applied.sort("_row").select(
         pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
         pl.col("_sums").cast(pl.String).alias("sums"),
@@ -463,11 +480,18 @@ def _link_groups(store: Store, conn: Connection, applied: pl.DataFrame, state: F
         queries.link_groups(store, conn, links, replace=ref.rule == "set", goal=state.ctx.goal.name)
 
 
-def finish(conn: Connection, states: list[FileMerge]) -> tuple[int, int, list[int]]:
-    """Given the merges of one file (or linked set), return (created, updated, last five touched ids)."""
+def finish(conn: Connection, states: list[FileMerge], *, cleared: int = 0) -> tuple[int, int, list[int]]:
+    """Given the merges of one file (or linked set) and how many profiles its overwrite cleared, add the
+    profiles they touched to the goal's set; return (created, updated, last five touched ids).
+
+    A profile the file created and then changed again counts as created only.
+    """
     last: list[int] = []
     for state in states:
         _remember_touched(conn, state)
         last = list(dict.fromkeys([*state.last, *last]))[:5]
-    created, updated = queries.touched_counts(conn, states[0].now, states[0].ctx.entity)
-    return created, updated, last
+    firsts = [s.first_created for s in states if s.first_created is not None]
+    changed = pl.concat([s.changed for s in states]).unique()
+    if firsts:
+        changed = changed.filter(changed < min(firsts))
+    return sum(s.created for s in states), changed.len() + cleared, last

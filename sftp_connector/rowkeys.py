@@ -41,8 +41,10 @@ class Occurrences:
 
     def number(self, idents: pl.Series) -> pl.Series:
         """Given this batch's identifier values, return each row's occurrence number in the file (1-based)."""
-        frame = idents.hash(seed=HASH_SEED).alias("h").to_frame().with_columns(
-            within=pl.col("h").cum_count().over("h"))
+        hashes = idents.hash(seed=HASH_SEED).alias("h")
+        # Most files name each customer once: then every row is its value's first in the batch.
+        within = pl.col("h").cum_count().over("h") if hashes.n_unique() < hashes.len() else pl.lit(1, pl.UInt32)
+        frame = hashes.to_frame().with_columns(within=within)
         present = among(frame.get_column("h"), self.seen)
         frame = frame.with_columns(present=present)
         prior = [self.more.get(h, 1) if hit else 0 for h, hit in zip(

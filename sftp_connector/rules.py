@@ -134,18 +134,24 @@ def expression(rule: Rule, current: pl.Expr, values: pl.Expr) -> pl.Expr:
         return pl.when(has & current.is_null()).then(encode(values)).otherwise(current)
     if rule == "set_or_clear":
         return encode(values)
-    merged = pl.concat_list(decode(current), values).list.unique(maintain_order=True)
+    merged = decode(current).list.set_union(values)  # current's values, then the new ones, in order
     return pl.when(has).then(encode(merged)).otherwise(current)
 
 
 def number_text(total: pl.Expr) -> pl.Expr:
     """Given a Float64 expression, return it as JSON number text: whole numbers without '.0'.
 
-    Sums of decimal amounts are rounded to 9 places, so 0.1 + 0.2 is 0.3.
+    Sums of decimal amounts are rounded to 9 places, so 0.1 + 0.2 is 0.3. (Computed on the
+    evaluated column in steps: as one expression polars would evaluate `total` many times.)
     """
-    clean = pl.when(total.abs() < 1e15).then(total.round(9)).otherwise(total)
-    whole = (clean == clean.round(0)) & (clean.abs() < 2.0**53)
-    return pl.when(whole).then(clean.cast(pl.Int64).cast(pl.String)).otherwise(clean.cast(pl.String))
+    return total.map_batches(_number_text, return_dtype=pl.String)
+
+
+def _number_text(total: pl.Series) -> pl.Series:
+    t = pl.col("t")
+    frame = total.alias("t").to_frame().with_columns(t=pl.when(t.abs() < 1e15).then(t.round(9)).otherwise(t))
+    whole = (t == t.round(0)) & (t.abs() < 2.0**53)
+    return frame.select(pl.when(whole).then(t.cast(pl.Int64).cast(pl.String)).otherwise(t.cast(pl.String))).to_series()
 
 
 def split_expression(cell: pl.Expr, separator: str | None) -> pl.Expr:

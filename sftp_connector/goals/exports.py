@@ -9,13 +9,9 @@ the last successful export began reading.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import posixpath
-import queue
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +27,7 @@ from sftp_connector.errors import ConfigError, GoalError, TransportError
 from sftp_connector.goals import export_files
 from sftp_connector.goals.context import RunContext, sha256_of
 from sftp_connector.goals.results import FileResult, GoalResult
+from sftp_connector.readahead import read_ahead
 from sftp_connector.store import exports as store_exports
 from sftp_connector.store import queries
 
@@ -156,7 +153,7 @@ def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name:
     sink = export_files.Sink(ctx.work_dir / sftp.local_name(main), main, goal)
     pages = store_exports.profile_pages(conn, picks=query.picks, where=query.where, params=query.params,
                                         sqlite=ctx.store.is_sqlite)
-    for rows in _read_ahead(pages):
+    for rows in read_ahead(pages, depth=2, name="export-pages"):
         sink.add(export_files.render(ctx.config.connector, goal, query.properties, query.flags, rows))
         done.ids.append(pl.Series("id", [row[0] for row in rows], pl.Int64))
     written = sink.close()
@@ -164,37 +161,6 @@ def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name:
     if goal.events is not None and (written.rows or goal.export_empty):
         done.files += _write_events(ctx, conn, goal, name, query, watermark)
     return done
-
-
-def _read_ahead(pages: Iterator[list[tuple[Any, ...]]], depth: int = 2) -> Iterator[list[tuple[Any, ...]]]:
-    """Yield the pages, the next ones read by a thread meanwhile: the database works while this one renders.
-
-    Only that thread touches the connection until the pages are exhausted.
-    """
-    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    done = object()
-
-    def read() -> None:
-        try:
-            for page in pages:
-                ready.put(page)
-        except BaseException as exc:  # handed to the consumer, raised there
-            ready.put(exc)
-        finally:
-            ready.put(done)
-
-    thread = threading.Thread(target=read, name="export-pages", daemon=True)
-    thread.start()
-    try:
-        while (item := ready.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        while thread.is_alive():  # let a stopped reader finish, draining what it still puts
-            with contextlib.suppress(queue.Empty):
-                ready.get(timeout=0.1)
-        thread.join()
 
 
 def _write_events(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupte
 from sftp_connector.goals import selection
 from sftp_connector.goals.context import RunContext, sha256_of
 from sftp_connector.goals.results import FileResult, GoalResult
+from sftp_connector.readahead import read_ahead
 from sftp_connector.store import models as tables
 from sftp_connector.store import queries
 
@@ -211,12 +213,10 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
     with ctx.store.transaction(rollback=ctx.dry_run) as conn:
         file_id = _record(conn, job, d, ctx.run, now)
         state, rejects = None, []
-        for data in csvio.batches(d.plain, goal.csv, label=d.remote.name, max_bytes=goal.max_file_bytes,
-                                  work_dir=ctx.work_dir, batch_rows=BATCH_ROWS):
+        for data, processed in read_ahead(_processed_batches(ctx, job, d), name="import-batches"):
             if ctx.stop.is_set():
                 raise Interrupted("stopped by a shutdown signal: nothing of the file was written; it is imported "
                                   "on the next run")
-            processed = processors.run(job.steps, data.frame, label=d.remote.name)
             if state is None:
                 state = merge.start(ctx.store, conn, merge_ctx, processed.frame.columns, file_id=file_id, now=now)
             counts = state.counts
@@ -239,8 +239,16 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         _check_reject_ratio(goal, state.counts)
         if goal.write_mode == "overwrite":
             state.counts.cleared = sync.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
-        totals.touch(*merge.finish(conn, [state]))
+        totals.touch(*merge.finish(conn, [state], cleared=state.counts.cleared))
     return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts)]
+
+
+def _processed_batches(ctx: RunContext, job: FileJob, d: Local) -> Iterator[tuple[csvio.CsvData, processors.Processed]]:
+    """The file's batches, read and run through the goal's processors (the next one while this one merges)."""
+    assert d.plain is not None
+    for data in csvio.batches(d.plain, job.goal.csv, label=d.remote.name, max_bytes=job.goal.max_file_bytes,
+                              work_dir=ctx.work_dir, batch_rows=BATCH_ROWS):
+        yield data, processors.run(job.steps, data.frame, label=d.remote.name)
 
 
 def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResult) -> list[FileResult]:
@@ -285,7 +293,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
         if goal.write_mode == "overwrite" and states:
             counts[parts[0].entry.name].cleared = sync.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
         if states:
-            totals.touch(*merge.finish(conn, states))
+            totals.touch(*merge.finish(conn, states, cleared=counts[parts[0].entry.name].cleared))
     status = "dry_run" if ctx.dry_run else "imported"
     return [FileResult(d.remote.path, status, d.sha256, counts[d.entry.name]) for d in locals_]
 

@@ -102,6 +102,29 @@ class Store:
             # Temp tables have no statistics: without them the planner may scan whole tables to join.
             conn.exec_driver_sql(f"ANALYZE {table}")
 
+    def frame(
+        self, conn: Connection, sql: str, schema: dict[str, pl.DataType], params: Sequence[Any] = ()
+    ) -> pl.DataFrame:
+        """Given a query (with `%s` placeholders) and the schema of its columns, return its rows as a frame.
+
+        PostgreSQL sends them with COPY as CSV (no Python object per value): an unquoted empty
+        field is NULL there, a quoted one an empty string, as polars reads them.
+        """
+        if self.is_sqlite:
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                rows = cursor.execute(sql.replace("%s", "?"), params).fetchall()
+            finally:
+                cursor.close()
+            return pl.DataFrame(rows, schema=schema, orient="row")
+        data = bytearray()
+        with conn.connection.driver_connection.cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
+            for chunk in copy:
+                data += chunk
+        if not data:
+            return pl.DataFrame(schema=schema)
+        return pl.read_csv(bytes(data), has_header=False, schema=schema)
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -167,7 +190,13 @@ def _create_schema(store: Store) -> None:
             raise StoreError(f"the store has schema version {version}, newer than this connector "
                              f"({models.SCHEMA_VERSION}): upgrade sftp-connector")
         elif int(version) < models.SCHEMA_VERSION:
-            # Versions so far only added tables, which create_all has just made.
+            # Versions so far added tables, which create_all has just made, and (4) dropped the
+            # updated_at indexes: every import paid for them, only exports (which scan) read them.
+            for index in ("ix_profile_updated_at", "ix_group_entity_updated_at"):
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index}")
+            if not store.is_sqlite:  # (4) pages written from now on keep room for updates
+                for table in ("profile", "group_entity"):
+                    conn.exec_driver_sql(f"ALTER TABLE {table} SET (fillfactor = {models.PROFILE_FILLFACTOR})")
             conn.execute(sa.update(models.Meta).where(models.Meta.key == "schema_version").values(
                 value=str(models.SCHEMA_VERSION)))
 

@@ -48,20 +48,16 @@ def find_identities(
     values = values.drop_nulls().unique()
     if values.is_empty() or not has_identities(conn, prop, entity):
         return empty
-    # The values travel as one parameter: a JSON array on SQLite, an array on PostgreSQL.
-    if store.is_sqlite:
+    if store.is_sqlite:  # the values travel as one parameter, a JSON array
         sql = (f"SELECT value, profile_id FROM {entity.identity} "
                "WHERE property = ? AND value IN (SELECT value FROM json_each(?))")
-        chunks = [(prop, orjson.dumps(values.slice(i, 50_000).to_list()).decode())
-                  for i in range(0, values.len(), 50_000)]
-    else:
-        # COLLATE "C" as the index has it: with another collation the index cannot be used.
-        sql = ("SELECT i.value, i.profile_id FROM unnest(%s::text[]) AS w(value) "
-               f"JOIN {entity.identity} i ON i.property = %s AND i.value = w.value COLLATE \"C\"")
-        # One query per batch: each query reads the property's index entries once, whatever its size.
-        chunks = [(values.slice(i, 500_000).to_list(), prop) for i in range(0, values.len(), 500_000)]
-    rows = [row for params in chunks for row in fetch(conn, sql, params)]
-    return pl.DataFrame(rows, schema=empty.schema, orient="row") if rows else empty
+        rows = [row for i in range(0, values.len(), 50_000)
+                for row in fetch(conn, sql, (prop, orjson.dumps(values.slice(i, 50_000).to_list()).decode()))]
+        return pl.DataFrame(rows, schema=empty.schema, orient="row") if rows else empty
+    # An analyzed scratch table lets PostgreSQL merge-join it with the index; COLLATE "C" as the index has it.
+    store.rows_into(conn, "wanted_value", values.alias("value").to_frame(), temp=True, analyze=True)
+    return store.frame(conn, f"SELECT i.value, i.profile_id FROM wanted_value w JOIN {entity.identity} i "
+                             "ON i.property = %s AND i.value = w.value COLLATE \"C\"", empty.schema, (prop,))
 
 
 def property_columns(
@@ -91,9 +87,8 @@ def property_values(
     """Given profile ids and {property: column}, return pid and each property's JSON array text (null: none)."""
     store.rows_into(conn, "wanted_profile", ids.unique().alias("id").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in columns.values())
-    rows = fetch(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id")
-    schema = {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)}
-    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    return store.frame(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id",
+                       {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
 
 
 def fetch(conn: Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
@@ -251,14 +246,6 @@ def remember_goal_profiles(conn: Connection, goal: str, ids: pl.Series) -> None:
         conn.execute(sa.insert(table).values(goal=goal, **values))
     else:
         conn.execute(sa.update(table).where(table.c.goal == goal).values(**values))
-
-
-def touched_counts(conn: Connection, now: float, entity: Entity = PROFILES) -> tuple[int, int]:
-    """Given the timestamp a file's merge wrote, return (profiles created, profiles updated) by it."""
-    row = conn.execute(sa.text(
-        "SELECT COALESCE(SUM(CASE WHEN created_at = :now THEN 1 ELSE 0 END), 0), COUNT(*) "
-        f"FROM {entity.table} WHERE updated_at = :now"), {"now": now}).one()
-    return int(row[0]), int(row[1]) - int(row[0])
 
 
 def goal_profiles(conn: Connection, goal: str) -> pl.Series:
