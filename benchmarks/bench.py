@@ -200,7 +200,7 @@ def run_store(bench: Bench, store: str, pg_url: str | None, files: dict[str, Pat
     merge_secs = secs
     out.append(Measure(f"merge load ({store})", secs, n, peak, merge_base[0]))
     drop(remote, "customers_2.csv.gpg", files["small"])
-    secs, peak = bench.connector(base, "customers")
+    secs, peak = bench.connector(base, "customers", stage=f"small-change-{store}")
     out.append(Measure(f"small change, 1% ({store}) vs merge load", secs, n, peak, merge_secs))
     for k in range(1000):
         remote.user.put(f"{remote.local.name}/small/s_{k:04d}.csv", files["tiny"].read_bytes(),

@@ -390,8 +390,9 @@ def _write(
         **{state.columns[p]: pl.col(prop_col(p)) for p in state.props}), entity)
     mapped = list(dict.fromkeys(m.property for m in state.maps))
     changed = _changed(before, after.filter(pl.col("pid") > 0), mapped)
-    queries.update_profiles(store, conn, changed.select(
-        pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in mapped}), state.now, entity)
+    for props, rows in _patches(before, changed, mapped):
+        queries.update_profiles(store, conn, rows.select(
+            pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in props}), state.now, entity)
     _reindex(store, conn, before, after.with_columns(real), changed.get_column("pid"), new_ids, state)
     state.changed = pl.concat([state.changed, changed.get_column("pid")]).unique().sort()
     records = applied.sort("_row").select(
@@ -419,6 +420,27 @@ def _changed(before: pl.DataFrame, after: pl.DataFrame, mapped: list[str]) -> pl
     joined = after.join(before, on="pid", suffix="_was")
     differs = pl.any_horizontal(pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")) for p in mapped)
     return joined.filter(differs).select(after.columns)
+
+
+def _patches(
+    before: pl.DataFrame, changed: pl.DataFrame, mapped: list[str], own: int = 4
+) -> list[tuple[list[str], pl.DataFrame]]:
+    """Group the changed profiles by which mapped properties changed: each of the `own` most common patterns
+    writes only its columns, the rest together write the columns any of them changed (fewer values to send)."""
+    if changed.is_empty():
+        return []
+    bits = [pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")).cast(pl.UInt64) * (1 << i)
+            for i, p in enumerate(mapped)]
+    marked = changed.join(before, on="pid", how="left", suffix="_was", maintain_order="left").select(
+        *changed.columns, _pattern=pl.sum_horizontal(bits))
+    common = marked.get_column("_pattern").value_counts(sort=True).head(own).get_column("_pattern").to_list()
+    groups = [([p for i, p in enumerate(mapped) if pattern >> i & 1], marked.filter(pl.col("_pattern") == pattern))
+              for pattern in common]
+    rest = marked.filter(~pl.col("_pattern").is_in(common))
+    if not rest.is_empty():
+        union = rest.select(pl.col("_pattern").unique()).to_series().to_list()
+        groups.append(([p for i, p in enumerate(mapped) if any(u >> i & 1 for u in union)], rest))
+    return groups
 
 
 def _reindex(

@@ -78,15 +78,15 @@ class Store:
     ) -> None:
         """Given a table and a frame whose columns it has, add the frame's rows to it.
 
-        With temp, the table is a session-private scratch table (created if needed, emptied
-        first) with TEXT/BIGINT columns as the frame's types; with analyze, PostgreSQL gathers
+        With temp, the table is a session-private scratch table, made anew with the frame's
+        columns (TEXT/BIGINT/DOUBLE as their types); with analyze, PostgreSQL gathers
         its statistics for the joins that read it. PostgreSQL gets COPY (CSV), SQLite
         executemany: both stream.
         """
         if temp:
             columns = ", ".join(f"{name} {_sql_type(dtype)}" for name, dtype in frame.schema.items())
-            conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({columns})")
-            conn.exec_driver_sql(f"DELETE FROM {table}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {'temp' if self.is_sqlite else 'pg_temp'}.{table}")
+            conn.exec_driver_sql(f"CREATE TEMP TABLE {table} ({columns})")
         if frame.is_empty():
             return
         names = ", ".join(frame.columns)

@@ -48,12 +48,17 @@ def find_identities(
     values = values.drop_nulls().unique()
     if values.is_empty() or not has_identities(conn, prop, entity):
         return empty
-    if store.is_sqlite:  # the values travel as one parameter, a JSON array
-        sql = (f"SELECT value, profile_id FROM {entity.identity} "
-               "WHERE property = ? AND value IN (SELECT value FROM json_each(?))")
-        rows = [row for i in range(0, values.len(), 50_000)
-                for row in fetch(conn, sql, (prop, orjson.dumps(values.slice(i, 50_000).to_list()).decode()))]
-        return pl.DataFrame(rows, schema=empty.schema, orient="row") if rows else empty
+    if store.is_sqlite:
+        # The values travel as one JSON array, each looked up in the index; what comes back is
+        # (position in the array, profile id) pairs in one string, split by polars.
+        sql = (f"SELECT group_concat(j.key || ',' || i.profile_id, ' ') FROM json_each(?) j "
+               f"CROSS JOIN {entity.identity} i ON i.property = ? AND i.value = j.value")
+        found = []
+        for start in range(0, values.len(), 100_000):
+            chunk = values.slice(start, 100_000)
+            pairs = _integer_pairs(fetch(conn, sql, (orjson.dumps(chunk.to_list()).decode(), prop))[0][0])
+            found.append(pl.DataFrame({"value": chunk.gather(pairs.get_column("a")), "pid": pairs.get_column("b")}))
+        return pl.concat(found)
     # An analyzed scratch table lets PostgreSQL merge-join it with the index; COLLATE "C" as the index has it.
     store.rows_into(conn, "wanted_value", values.alias("value").to_frame(), temp=True, analyze=True)
     return store.frame(conn, f"SELECT i.value, i.profile_id FROM wanted_value w JOIN {entity.identity} i "
@@ -85,10 +90,35 @@ def property_values(
     store: Store, conn: Connection, ids: pl.Series, columns: dict[str, str], entity: Entity = PROFILES
 ) -> pl.DataFrame:
     """Given profile ids and {property: column}, return pid and each property's JSON array text (null: none)."""
+    if store.is_sqlite:
+        # JSON text never holds a raw control character: the rows come back as one string, cells
+        # split by \x1f, rows by \x1e, \x15 for NULL, and polars splits it (no Python object per value).
+        cells = " || char(31) || ".join(["p.id", *(f"ifnull(p.{c}, char(21))" for c in columns.values())])
+        sql = (f"SELECT group_concat({cells}, char(30)) FROM json_each(?) w "
+               f"CROSS JOIN {entity.table} p ON p.id = w.value")
+        text = fetch(conn, sql, (orjson.dumps(ids.unique().to_list()).decode(),))[0][0]
+        return _split_rows(text, list(columns))
     store.rows_into(conn, "wanted_profile", ids.unique().alias("id").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in columns.values())
     return store.frame(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id",
                        {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
+
+
+def _split_rows(text: str | None, props: list[str]) -> pl.DataFrame:
+    if not text:
+        return pl.DataFrame(schema={"pid": pl.Int64, **dict.fromkeys(props, pl.String)})
+    cells = pl.Series([text]).str.split("\x1e").explode().str.split_exact("\x1f", len(props)).struct.unnest()
+    cells.columns = ["pid", *props]
+    return cells.select(pl.col("pid").cast(pl.Int64), *(pl.when(pl.col(p) != "\x15").then(pl.col(p)).alias(p)
+                                                         for p in props))
+
+
+def _integer_pairs(text: str | None) -> pl.DataFrame:
+    """Given "a,b a,b …" (or None), return its pairs as two Int64 columns a and b."""
+    if not text:
+        return pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
+    pairs = pl.Series([text]).str.split(" ").explode().str.split_exact(",", 1).struct.unnest()
+    return pairs.select(a=pl.col("field_0").cast(pl.Int64), b=pl.col("field_1").cast(pl.Int64))
 
 
 def fetch(conn: Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
