@@ -75,13 +75,17 @@ def _first_pair(identifiers: Sequence[tuple[str, str]]) -> pl.Expr:
 
 
 def _ambiguous(labelled: pl.DataFrame, identifiers: Sequence[tuple[str, str]]) -> bool:
-    """True if some identifier value belongs to rows that would go to different profiles."""
-    group = pl.coalesce(pl.lit("e") + pl.col("_pid").cast(pl.String), pl.lit("n") + pl.col("_first"))
-    pairs = pl.concat([
-        labelled.select(pl.lit(prop).alias("p"), pl.col(f"_v{i}").alias("v"), group.alias("g"))
-        for i, (_, prop) in enumerate(identifiers)
-    ]).drop_nulls()
-    return bool(pairs.group_by("p", "v").agg(pl.col("g").n_unique().alias("n")).select((pl.col("n") > 1).any()).item())
+    """True if some identifier value belongs to rows that would go to different profiles.
+
+    A row's profile is its stored id, or for a new profile its first identifier pair.
+    """
+    group = [pl.col("_pid"), pl.when(pl.col("_pid").is_null()).then(pl.col("_first")).alias("_new")]
+    for i in range(len(identifiers)):
+        value = pl.col(f"_v{i}")
+        distinct = labelled.filter(value.is_not_null()).select(value, *group).unique()
+        if distinct.get_column(f"_v{i}").is_duplicated().any():
+            return True
+    return False
 
 
 def _pairs_of(created: pl.DataFrame, identifiers: Sequence[tuple[str, str]]) -> pl.DataFrame:

@@ -115,7 +115,8 @@ class FileMerge:
     maps: list[Mapping]
     file_id: int
     previous: pl.DataFrame | None
-    """The rows remembered from the file's earlier import (key, hash, profile_id, sums), if any."""
+    """The rows remembered from the file's earlier import (key, hash, profile_id, sums, _h: key hash), sorted by
+    key hash, if any."""
     columns: dict[str, str]
     """The profile column of every property a batch reads or writes."""
     now: float
@@ -183,8 +184,10 @@ def start(store: Store, conn: Connection, ctx: Context, fields: list[str], *, fi
 
     Raise InputError if a mapped or identifier field is not a column of the file.
     """
-    state = FileMerge(ctx, mappings(ctx.goal, fields, ctx.level), file_id, queries.imported_rows(conn, file_id), {},
-                      now)
+    previous = queries.imported_rows(conn, file_id)
+    if previous is not None:  # sorted by key hash, for each batch's binary search
+        previous = previous.with_columns(_h=pl.col("key").hash(seed=HASH_SEED)).sort("_h")
+    state = FileMerge(ctx, mappings(ctx.goal, fields, ctx.level), file_id, previous, {}, now)
     state.columns = queries.property_columns(store, conn, state.props, ctx.entity)
     state.known_before = {p: queries.has_identities(conn, p, ctx.entity) for _, p in state.identifiers}
     return state
@@ -250,16 +253,33 @@ def _fresh(rows: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     """Join what the file's earlier import remembered; count and drop rows unchanged since."""
     if state.previous is None:
         return rows.with_columns(_prev_hash=pl.lit(None, pl.Int64), _prev_sums=pl.lit(None, pl.String))
-    previous = state.previous.select(pl.col("key").alias("_key"), pl.col("hash").alias("_prev_hash"),
-                                     pl.col("sums").cast(pl.String).alias("_prev_sums"),
-                                     pl.col("profile_id").alias("_prev_pid"))
-    rows = rows.join(previous, on="_key", how="left", maintain_order="left")
+    rows = rows.with_columns(_remembered(rows.get_column("_key"), state.previous))
     unchanged = (pl.col("_prev_hash") == pl.col("_hash")).fill_null(False)
     kept = rows.filter(unchanged)
     state.counts.rows_unchanged += kept.height
     if state.ctx.goal.write_mode == "overwrite":
         state.present.append(kept.get_column("_prev_pid"))
     return rows.filter(~unchanged).drop("_prev_pid")
+
+
+def _remembered(keys: pl.Series, previous: pl.DataFrame) -> pl.DataFrame:
+    """Given a batch's row keys and the remembered rows (sorted by key hash), return each key's remembered
+    _prev_hash, _prev_sums and _prev_pid (null for a new key).
+
+    A binary search by key hash (each batch would otherwise hash-join the whole file's rows), the
+    keys then compared exactly; should two keys share a hash, the batch is joined instead.
+    """
+    wanted = pl.DataFrame({"_key": keys, "_h": keys.hash(seed=HASH_SEED)})
+    at = previous.get_column("_h").search_sorted(wanted.get_column("_h")).clip(0, max(previous.height - 1, 0))
+    found = previous.select(pl.all().gather(at)) if previous.height else previous.clear(wanted.height)
+    same_hash = found.get_column("_h") == wanted.get_column("_h")
+    exact = same_hash & (found.get_column("key") == keys)
+    if (same_hash & ~exact).any():
+        found = wanted.join(previous.rename({"key": "_key"}), on="_key", how="left", maintain_order="left")
+        exact = found.get_column("hash").is_not_null()
+    return found.select(pl.when(exact).then(pl.col("hash")).alias("_prev_hash"),
+                        pl.when(exact).then(pl.col("sums").cast(pl.String)).alias("_prev_sums"),
+                        pl.when(exact).then(pl.col("profile_id")).alias("_prev_pid"))
 
 
 def _states(

@@ -194,9 +194,6 @@ def _create_schema(store: Store) -> None:
             # updated_at indexes: every import paid for them, only exports (which scan) read them.
             for index in ("ix_profile_updated_at", "ix_group_entity_updated_at"):
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index}")
-            if not store.is_sqlite:  # (4) pages written from now on keep room for updates
-                for table in ("profile", "group_entity"):
-                    conn.exec_driver_sql(f"ALTER TABLE {table} SET (fillfactor = {models.PROFILE_FILLFACTOR})")
             conn.execute(sa.update(models.Meta).where(models.Meta.key == "schema_version").values(
                 value=str(models.SCHEMA_VERSION)))
 

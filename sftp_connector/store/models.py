@@ -22,16 +22,12 @@ SCHEMA_VERSION = 4
 _BYTES_TEXT = Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
 # On SQLite an INTEGER primary key is the rowid itself: one B-tree per table instead of two.
 _ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
-# Room on each PostgreSQL page for a row's next version: an import's update of a profile then
-# stays on its page without touching the index ("HOT" update), a quarter faster in the benchmark.
-PROFILE_FILLFACTOR = 70
 
 
 class Profile(SQLModel, table=True):
     """A profile; its property columns (p_1, p_2, …) are added to this table as properties appear."""
 
     __tablename__ = "profile"
-    __table_args__ = ({"postgresql_with": {"fillfactor": PROFILE_FILLFACTOR}},)
     id: int = Field(sa_column=Column(_ROW_ID, primary_key=True, autoincrement=False))
     created_at: float = Field(sa_column=Column(Float, nullable=False))
     updated_at: float = Field(sa_column=Column(Float, nullable=False))
@@ -62,7 +58,6 @@ class GroupEntity(SQLModel, table=True):
     """
 
     __tablename__ = "group_entity"
-    __table_args__ = ({"postgresql_with": {"fillfactor": PROFILE_FILLFACTOR}},)
     id: int = Field(sa_column=Column(_ROW_ID, primary_key=True, autoincrement=False))
     type: str = Field(sa_column=Column(Text, nullable=False, index=True))
     created_at: float = Field(sa_column=Column(Float, nullable=False))

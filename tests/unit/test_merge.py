@@ -40,3 +40,27 @@ def test_occurrences_count_across_batches() -> None:
     second = seen.number(pl.Series(["b", "c", "a", "a"]))
     assert first.to_list() == [1, 1, 2]
     assert second.to_list() == [2, 1, 3, 4]
+
+
+def remembered(keys: list[str], hashes: list[int] | None = None) -> pl.DataFrame:
+    frame = pl.DataFrame({"key": keys, "hash": [10 * (i + 1) for i in range(len(keys))],
+                          "profile_id": [i + 1 for i in range(len(keys))], "sums": [None] * len(keys)},
+                         schema_overrides={"sums": pl.String})
+    true = frame.get_column("key").hash(seed=merge.HASH_SEED)
+    return frame.with_columns(_h=pl.Series(hashes, dtype=pl.UInt64) if hashes else true)
+
+
+def test_remembered_rows_are_found_by_key_and_new_keys_get_nulls() -> None:
+    previous = remembered(["0\x1fa\x1f1", "0\x1fb\x1f1", "0\x1fc\x1f1"]).sort("_h")
+    got = merge._remembered(pl.Series(["0\x1fc\x1f1", "0\x1fz\x1f1", "0\x1fa\x1f1"]), previous)
+    assert got.get_column("_prev_pid").to_list() == [3, None, 1]
+    assert got.get_column("_prev_hash").to_list() == [30, None, 10]
+    empty = merge._remembered(pl.Series(["0\x1fa\x1f1"]), previous.clear())
+    assert empty.get_column("_prev_pid").to_list() == [None]
+
+
+def test_two_remembered_keys_sharing_a_hash_fall_back_to_an_exact_join() -> None:
+    real = pl.Series(["a"]).hash(seed=merge.HASH_SEED).item()
+    previous = remembered(["x", "a"], [real, real])  # as if "x" hashed like "a": the search lands on "x"
+    got = merge._remembered(pl.Series(["a", "x"]), previous)
+    assert got.get_column("_prev_pid").to_list() == [2, 1]
