@@ -41,8 +41,7 @@ def finish(store: Store, result: RunResult) -> None:
         conn.execute(sa.update(run).where(run.c.id == result.run)
                      .values(finished_at=result.finished_at, status=result.status))
         for goal in result.goals:
-            values = goal.as_json()
-            values.pop("files")
+            values = goal.as_json(files=False)
             values.pop("goal")
             goal_id = conn.execute(sa.insert(goal_run).values(
                 run=result.run, goal=goal.goal, started_at=goal.started_at, finished_at=goal.finished_at, **values,

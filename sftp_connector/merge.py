@@ -414,7 +414,7 @@ def _write(
         queries.update_profiles(store, conn, rows.select(
             pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in props}), state.now, entity)
     _reindex(store, conn, before, after.with_columns(real), changed.get_column("pid"), new_ids, state)
-    state.changed = pl.concat([state.changed, changed.get_column("pid")]).unique().sort()
+    state.changed = rowkeys.merge_sorted(state.changed, changed.get_column("pid"), distinct=True)
     records = applied.sort("_row").select(
         pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
         pl.col("_sums").cast(pl.String).alias("sums"),
@@ -496,7 +496,7 @@ def _reindex(
         queries.claim_identities(store, conn, everything, state.ctx.entity)
     for (prop,), group in pl.concat([*claims, *held]).group_by("property"):
         hashes = rowkeys.short_hash(group.get_column("value"))
-        state.added[prop] = (pl.concat([state.added[prop], hashes]) if prop in state.added else hashes).sort()
+        state.added[prop] = rowkeys.merge_sorted(state.added[prop], hashes) if prop in state.added else hashes.sort()
 
 
 def _long(joined: pl.DataFrame, prop: str, values: pl.Expr) -> pl.DataFrame:

@@ -19,6 +19,17 @@ def short_hash(values: pl.Series) -> pl.Series:
     return (values.hash(seed=HASH_SEED) & 0xFFFFFFFF).cast(pl.UInt32)
 
 
+def merge_sorted(ordered: pl.Series, more: pl.Series, *, distinct: bool = False) -> pl.Series:
+    """Given a sorted series and more values, return them all sorted (without repeats if distinct).
+
+    A merge of two sorted runs: no sort of the whole, no hash table; these series grow with
+    the file, so their peak memory is what this saves.
+    """
+    more = more.cast(ordered.dtype).sort()
+    both = ordered.to_frame("v").merge_sorted(more.to_frame("v"), key="v").to_series().alias(ordered.name)
+    return both.filter(both.ne_missing(both.shift(1))) if distinct else both
+
+
 def among(hashes: pl.Series, sorted_hashes: pl.Series) -> pl.Series:
     """Which hashes are in the sorted series: a binary search, no hash table of the whole series."""
     if sorted_hashes.is_empty():
@@ -52,6 +63,5 @@ class Occurrences:
         frame = frame.with_columns(n=pl.col("within") + pl.Series(prior) if present.any() else pl.col("within"))
         for h, n in frame.filter(pl.col("n") > 1).select("h", "n").iter_rows():
             self.more[h] = max(self.more.get(h, 0), n)
-        fresh = frame.filter(~pl.col("present")).get_column("h").unique()
-        self.seen = pl.concat([self.seen, fresh]).sort()
+        self.seen = merge_sorted(self.seen, frame.filter(~pl.col("present")).get_column("h").unique())
         return frame.get_column("n")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from sftp_connector.merge import Counts
+
+_COUNTS = [f.name for f in fields(Counts)]
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +29,8 @@ class FileResult:
 
     def as_json(self) -> dict[str, Any]:
         """Return the file's entry of `history --json`."""
-        return {"path": self.path, "status": self.status, "sha256": self.sha256, **asdict(self.counts),
+        counts = {name: getattr(self.counts, name) for name in _COUNTS}
+        return {"path": self.path, "status": self.status, "sha256": self.sha256, **counts,
                 "rows_exported": self.rows_exported, "signer": self.signer, "error": self.error}
 
 
@@ -58,12 +61,12 @@ class GoalResult:
         merged = [str(pid) for pid in last] + [p for p in self.last_profiles if p not in {str(x) for x in last}]
         self.last_profiles = merged[:5]
 
-    def as_json(self) -> dict[str, Any]:
-        """Return the goal's entry of `history --json`."""
-        return {"goal": self.goal, "kind": self.kind, "status": self.status, "error": self.error,
-                "profiles_created": self.profiles_created, "profiles_updated": self.profiles_updated,
-                "last_profiles": self.last_profiles, "unique_profiles_exchanged": self.unique_profiles_exchanged,
-                "files": [f.as_json() for f in self.files]}
+    def as_json(self, *, files: bool = True) -> dict[str, Any]:
+        """Return the goal's entry of `history --json` (without `files`: its own fields only)."""
+        own = {"goal": self.goal, "kind": self.kind, "status": self.status, "error": self.error,
+               "profiles_created": self.profiles_created, "profiles_updated": self.profiles_updated,
+               "last_profiles": self.last_profiles, "unique_profiles_exchanged": self.unique_profiles_exchanged}
+        return {**own, "files": [f.as_json() for f in self.files]} if files else own
 
 
 @dataclass(slots=True)

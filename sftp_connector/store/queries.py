@@ -15,6 +15,7 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sftp_connector import rowkeys
 from sftp_connector.store import models
 from sftp_connector.store.db import Store
 
@@ -222,7 +223,8 @@ def imported_files(conn: Connection, goal: str) -> dict[str, models.ImportedFile
     """Given a goal, return the record of the last import of each of its files, by remote path."""
     table = models.ImportedFile.__table__
     rows = conn.execute(sa.select(table).where(table.c.goal == goal)).mappings()
-    return {row["path"]: models.ImportedFile(**row) for row in rows}
+    # Rows of the store's own table need no validation (thousands of files: construct them directly).
+    return {row["path"]: models.ImportedFile.model_construct(**row) for row in rows}
 
 
 def save_imported_file(conn: Connection, record: models.ImportedFile) -> int:
@@ -268,7 +270,7 @@ def remember_goal_profiles(conn: Connection, goal: str, ids: pl.Series) -> None:
     table = models.GoalProfiles.__table__
     blob = conn.execute(sa.select(table.c.data).where(table.c.goal == goal)).scalar()
     known = pl.read_ipc(io.BytesIO(blob)).to_series() if blob is not None else pl.Series("id", [], pl.Int64)
-    merged = pl.concat([known, ids.cast(pl.Int64).alias("id")]).unique().sort()
+    merged = rowkeys.merge_sorted(known.cast(pl.Int64), ids.unique(), distinct=True)
     buffer = io.BytesIO()
     merged.to_frame().write_ipc(buffer, compression="zstd")
     values = {"count": merged.len(), "data": buffer.getvalue()}
