@@ -70,9 +70,6 @@ EXPORT_GOAL = {
                 {"column": "interests", "property": "interests"}],
 }
 SEGMENTS = {"customers": {"property": "country", "in": ["NL", "BE", "DE", "FR"]}}
-# PostgreSQL sized for the machine, as an operator would set it up (its defaults, 128 MB of
-# shared buffers, evict a million-row load's pages while it runs); the baseline uses it too.
-SERVER = {"shared_buffers": "1GB", "max_wal_size": "4GB"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +228,7 @@ def main() -> None:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sftpc-bench-")))
         sshd = stack.enter_context(running_sshd())
         keys = stack.enter_context(generated_keys(work / "keys"))
-        pg_url = stack.enter_context(running_postgres(SERVER)) if "postgresql" in stores else None
+        pg_url = stack.enter_context(running_postgres()) if "postgresql" in stores else None
         bench = Bench(sshd, keys, work, args.rows, args.profile)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
