@@ -409,11 +409,14 @@ def _write(
         real.alias("id"), **kind, created_at=pl.lit(state.now), updated_at=pl.lit(state.now),
         **{state.columns[p]: pl.col(prop_col(p)) for p in state.props}), entity)
     mapped = list(dict.fromkeys(m.property for m in state.maps))
-    changed = _changed(before, after.filter(pl.col("pid") > 0), mapped)
-    for props, rows in _patches(before, changed, mapped):
+    # Stored profiles beside what they held before the batch (columns `…_was`): compared once, used thrice.
+    changed = _changed(after.filter(pl.col("pid") > 0).join(before, on="pid", suffix="_was"), mapped)
+    for props, rows in _patches(changed, mapped):
         queries.update_profiles(store, conn, rows.select(
             pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in props}), state.now, entity)
-    _reindex(store, conn, before, after.with_columns(real), changed.get_column("pid"), new_ids, state)
+    created = after.with_columns(real).filter(pl.col("pid").is_between(new_ids[0], new_ids[-1])) if new_ids \
+        else after.clear()
+    _reindex(store, conn, changed, created, new_ids, state)
     state.changed = rowkeys.merge_sorted(state.changed, changed.get_column("pid"), distinct=True)
     records = applied.sort("_row").select(
         pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
@@ -433,26 +436,23 @@ def _write(
     state.last = list(dict.fromkeys([*latest, *state.last]))[:5]
 
 
-def _changed(before: pl.DataFrame, after: pl.DataFrame, mapped: list[str]) -> pl.DataFrame:
-    """Stored profiles whose mapped properties differ after the batch."""
+def _changed(compared: pl.DataFrame, mapped: list[str]) -> pl.DataFrame:
+    """Given stored profiles after the batch beside their `…_was` columns, keep those whose mapped
+    properties differ."""
     if not mapped:
-        return after.clear()
-    joined = after.join(before, on="pid", suffix="_was")
-    differs = pl.any_horizontal(pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")) for p in mapped)
-    return joined.filter(differs).select(after.columns)
+        return compared.clear()
+    return compared.filter(pl.any_horizontal(pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was"))
+                                             for p in mapped))
 
 
-def _patches(
-    before: pl.DataFrame, changed: pl.DataFrame, mapped: list[str], own: int = 4
-) -> list[tuple[list[str], pl.DataFrame]]:
+def _patches(changed: pl.DataFrame, mapped: list[str], own: int = 4) -> list[tuple[list[str], pl.DataFrame]]:
     """Group the changed profiles by which mapped properties changed: each of the `own` most common patterns
     writes only its columns, the rest together write the columns any of them changed (fewer values to send)."""
     if changed.is_empty():
         return []
     bits = [pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")).cast(pl.UInt64) * (1 << i)
             for i, p in enumerate(mapped)]
-    marked = changed.join(before, on="pid", how="left", suffix="_was", maintain_order="left").select(
-        *changed.columns, _pattern=pl.sum_horizontal(bits))
+    marked = changed.with_columns(_pattern=pl.sum_horizontal(bits))
     common = marked.get_column("_pattern").value_counts(sort=True).head(own).get_column("_pattern").to_list()
     groups = [([p for i, p in enumerate(mapped) if pattern >> i & 1], marked.filter(pl.col("_pattern") == pattern))
               for pattern in common]
@@ -464,10 +464,11 @@ def _patches(
 
 
 def _reindex(
-    store: Store, conn: Connection, before: pl.DataFrame, after: pl.DataFrame, changed: pl.Series, new_ids: list[int],
+    store: Store, conn: Connection, changed: pl.DataFrame, created: pl.DataFrame, new_ids: list[int],
     state: FileMerge,
 ) -> None:
-    """Keep the identity index in step with the identifier properties of changed and new profiles.
+    """Keep the identity index in step with the identifier properties of changed profiles (beside their
+    `…_was` columns) and of the new profiles just stored with these ids.
 
     Changed profiles first (they were stored before the batch, so they claim a value first);
     only those whose identifier text changed are compared value by value.
@@ -476,9 +477,7 @@ def _reindex(
     if not props:
         return
     moved = pl.any_horizontal(pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")) for p in props)
-    stored = after.filter(pl.col("pid").is_in(changed.implode())).join(
-        before, on="pid", how="left", suffix="_was", maintain_order="left").filter(moved)
-    created = after.filter(pl.col("pid").is_between(new_ids[0], new_ids[-1])) if new_ids else after.clear()
+    stored = changed.filter(moved)
     claims, releases, held = [], [], []
     for prop in props:
         old, new = rules.decode(pl.col(f"{prop_col(prop)}_was")), rules.decode(pl.col(prop_col(prop)))
@@ -486,15 +485,16 @@ def _reindex(
         releases.append(_long(stored, prop, old.list.set_difference(new)))
         held.append(_long(created, prop, new))
     queries.release_identities(store, conn, pl.concat(releases).sort("property", "value"), state.ctx.entity)
+    everything = pl.concat([*claims, *held])
     if store.is_sqlite and new_ids:  # SQLite indexes the new profiles' values from the rows it has just written
         queries.claim_identities(store, conn, pl.concat(claims).sort("property", "value"), state.ctx.entity)
         for prop in props:
             queries.claim_held_identities(store, conn, prop, state.columns[prop], (new_ids[0], new_ids[-1]),
                                           state.ctx.entity)
     else:
-        everything = pl.concat([*claims, *held]).sort("property", "value", maintain_order=True)
-        queries.claim_identities(store, conn, everything, state.ctx.entity)
-    for (prop,), group in pl.concat([*claims, *held]).group_by("property"):
+        queries.claim_identities(store, conn, everything.sort("property", "value", maintain_order=True),
+                                 state.ctx.entity)
+    for (prop,), group in everything.group_by("property"):
         hashes = rowkeys.short_hash(group.get_column("value"))
         state.added[prop] = rowkeys.merge_sorted(state.added[prop], hashes) if prop in state.added else hashes.sort()
 

@@ -270,7 +270,7 @@ def remember_goal_profiles(conn: Connection, goal: str, ids: pl.Series) -> None:
     table = models.GoalProfiles.__table__
     blob = conn.execute(sa.select(table.c.data).where(table.c.goal == goal)).scalar()
     known = pl.read_ipc(io.BytesIO(blob)).to_series() if blob is not None else pl.Series("id", [], pl.Int64)
-    merged = rowkeys.merge_sorted(known.cast(pl.Int64), ids.unique(), distinct=True)
+    merged = rowkeys.merge_sorted(known.cast(pl.Int64), ids, distinct=True)
     buffer = io.BytesIO()
     merged.to_frame().write_ipc(buffer, compression="zstd")
     values = {"count": merged.len(), "data": buffer.getvalue()}
