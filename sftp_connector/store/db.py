@@ -105,18 +105,14 @@ class Store:
     def frame(
         self, conn: Connection, sql: str, schema: dict[str, pl.DataType], params: Sequence[Any] = ()
     ) -> pl.DataFrame:
-        """Given a query (with `%s` placeholders) and the schema of its columns, return its rows as a frame.
+        """Given a PostgreSQL query (with `%s` placeholders) and the schema of its columns, return its rows
+        as a frame.
 
-        PostgreSQL sends them with COPY as CSV (no Python object per value): an unquoted empty
-        field is NULL there, a quoted one an empty string, as polars reads them.
+        They come with COPY as CSV (no Python object per value): an unquoted empty field is NULL
+        there, a quoted one an empty string, as polars reads them. (SQLite's bulk reads are in
+        queries: one string per query, split by polars.)
         """
-        if self.is_sqlite:
-            cursor = conn.connection.driver_connection.cursor()
-            try:
-                rows = cursor.execute(sql.replace("%s", "?"), params).fetchall()
-            finally:
-                cursor.close()
-            return pl.DataFrame(rows, schema=schema, orient="row")
+        assert not self.is_sqlite
         data = bytearray()
         with conn.connection.driver_connection.cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
             for chunk in copy:
