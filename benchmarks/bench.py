@@ -1,6 +1,7 @@
 """Measure sftp-connector against the raw tools in the same run, and print the ratios.
 
     .venv/bin/python -m benchmarks.bench [--rows 1000000] [--store sqlite,postgresql] [--memory-rows 5000000]
+        [--loads-only] [--profile DIR]
 
 Serves generated, gpg-encrypted customer files from a real OpenSSH sshd on 127.0.0.1 (as
 the test suite does: needs root and scripts/setup --test). Every stage is a whole process,
@@ -180,8 +181,11 @@ def drop(remote: SftpDir, name: str, source: Path, subdir: str = "in") -> None:
     remote.user.put(f"{remote.local.name}/{subdir}/{name}", source.read_bytes(), mtime=time.time() - 3600)
 
 
-def run_store(bench: Bench, store: str, pg_url: str | None, files: dict[str, Path]) -> list[Measure]:
-    """Run every stage for one store; return the measures with their baselines."""
+def run_store(
+    bench: Bench, store: str, pg_url: str | None, files: dict[str, Path], *, loads_only: bool = False
+) -> list[Measure]:
+    """Run every stage (or only the first and merge loads) for one store; return the measures with their
+    baselines."""
     url = new_database(pg_url) if store == "postgresql" and pg_url else f"sqlite:///{bench.work}/{store}.db"
     base, remote = bench.deployment(url, store)
     raw = baseline.Raw(bench.sshd, bench.keys, bench.work / f"raw-{store}", store,
@@ -199,6 +203,8 @@ def run_store(bench: Bench, store: str, pg_url: str | None, files: dict[str, Pat
     secs, peak = bench.connector(base, "customers", stage=f"merge-load-{store}")
     merge_secs = secs
     out.append(Measure(f"merge load ({store})", secs, n, peak, merge_base[0]))
+    if loads_only:
+        return out
     drop(remote, "customers_2.csv.gpg", files["small"])
     secs, peak = bench.connector(base, "customers", stage=f"small-change-{store}")
     out.append(Measure(f"small change, 1% ({store}) vs merge load", secs, n, peak, merge_secs))
@@ -222,6 +228,7 @@ def main() -> None:
     parser.add_argument("--store", default="sqlite,postgresql")
     parser.add_argument("--memory-rows", type=int, default=0, help="also a first load of this many rows (5M)")
     parser.add_argument("--profile", type=Path, help="write pyinstrument profiles of the loads to this folder")
+    parser.add_argument("--loads-only", action="store_true", help="only the first and merge loads")
     args = parser.parse_args()
     stores = args.store.split(",")
     with contextlib.ExitStack() as stack:
@@ -240,7 +247,7 @@ def main() -> None:
         }
         measures: list[Measure] = []
         for store in stores:
-            measures += run_store(bench, store, pg_url, files)
+            measures += run_store(bench, store, pg_url, files, loads_only=args.loads_only)
         if args.memory_rows:
             measures += memory(bench, args.rows, args.memory_rows)
         print(f"\n{args.rows:,} rows; {os.cpu_count()} cores; {_python()}\n")

@@ -182,6 +182,15 @@ def claim_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity
                                          "ON CONFLICT (property, value) DO NOTHING")
 
 
+def index_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
+    """Given (property, value, profile_id) rows whose values no profile holds, index them.
+
+    No conflict check: a value held after all (another import claimed it meanwhile) fails
+    the transaction, and the file is retried.
+    """
+    store.rows_into(conn, entity.identity, frame.select("property", "value", "profile_id"))
+
+
 def claim_held_identities(
     store: Store, conn: Connection, prop: str, column: str, ids: tuple[int, int], entity: Entity = PROFILES
 ) -> None:
