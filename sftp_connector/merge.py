@@ -198,7 +198,8 @@ def apply(store: Store, conn: Connection, batch: pl.DataFrame, state: FileMerge)
     if batch.is_empty():
         return
     rows = _fresh(_keyed(batch, state), state)
-    found = identity.resolve(lambda prop, values: _lookup(store, conn, prop, values, state), rows,
+    read: list[pl.DataFrame] = []  # the profiles PostgreSQL's lookups returned whole: not read again
+    found = identity.resolve(lambda prop, values: _lookup(store, conn, prop, values, state, read), rows,
                              [(field_col(f), p) for f, p in state.identifiers],
                              allow_new=state.ctx.allow_new)
     rows = rows.with_columns(_pid=found.pids)
@@ -206,23 +207,28 @@ def apply(store: Store, conn: Connection, batch: pl.DataFrame, state: FileMerge)
     rows = rows.filter(pl.col("_pid").is_not_null())
     if rows.is_empty():
         return
-    before = _states(store, conn, rows, found.new_profiles, state)
+    before = _states(store, conn, rows, found.new_profiles, state, read)
     after, applied = _rounds(rows, before, state)
     _write(store, conn, before, after, applied, state)
 
 
-def _lookup(store: Store, conn: Connection, prop: str, values: pl.Series, state: FileMerge) -> pl.DataFrame:
+def _lookup(
+    store: Store, conn: Connection, prop: str, values: pl.Series, state: FileMerge, read: list[pl.DataFrame]
+) -> pl.DataFrame:
     """Find stored profiles by identifier values, asking the store only about values that may be there.
 
     A value can be stored only if the property had values before this file, or this file
-    added it: for a first load, that is almost no lookups at all.
+    added it: for a first load, that is almost no lookups at all. PostgreSQL returns the
+    profiles' properties with them (added to `read`).
     """
     if not state.known_before.get(prop, True):
         added = state.added.get(prop)
-        if added is None:
-            return queries.find_identities(store, conn, prop, values.clear(), state.ctx.entity)
-        values = values.filter(rowkeys.among(rowkeys.short_hash(values), added))
-    return queries.find_identities(store, conn, prop, values, state.ctx.entity)
+        values = values.clear() if added is None else values.filter(rowkeys.among(rowkeys.short_hash(values), added))
+    columns = None if store.is_sqlite else state.columns
+    found = queries.find_identities(store, conn, prop, values, state.ctx.entity, columns)
+    if columns is not None:
+        read.append(found.drop("value"))
+    return found.select("value", "pid")
 
 
 def _keyed(batch: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
@@ -283,12 +289,20 @@ def _remembered(keys: pl.Series, previous: pl.DataFrame) -> pl.DataFrame:
 
 
 def _states(
-    store: Store, conn: Connection, rows: pl.DataFrame, new_profiles: pl.DataFrame, state: FileMerge
+    store: Store, conn: Connection, rows: pl.DataFrame, new_profiles: pl.DataFrame, state: FileMerge,
+    read: list[pl.DataFrame],
 ) -> pl.DataFrame:
-    """The touched profiles' properties before the batch: stored ones read, new ones from their identifiers."""
+    """The touched profiles' properties before the batch: stored ones read (unless the lookups did), new ones
+    from their identifiers."""
     props = state.props
     pids = rows.get_column("_pid")
-    stored = queries.property_values(store, conn, pids.filter(pids > 0), state.columns, state.ctx.entity)
+    wanted = pids.filter(pids > 0).unique().alias("pid")
+    known = pl.concat(read).unique("pid").join(wanted.to_frame(), on="pid") if read else None
+    if known is not None:
+        wanted = wanted.filter(~wanted.is_in(known.get_column("pid").implode()))
+    stored = queries.property_values(store, conn, wanted, state.columns, state.ctx.entity)
+    if known is not None:
+        stored = pl.concat([known, stored])
     stored = stored.rename({p: prop_col(p) for p in props})
     new = new_profiles.group_by("pid", "property", maintain_order=True).agg("value")
     fresh = pl.DataFrame({"pid": new_profiles.get_column("pid").unique(maintain_order=True)})
@@ -483,8 +497,11 @@ def _reindex(
         old, new = rules.decode(pl.col(f"{prop_col(prop)}_was")), rules.decode(pl.col(prop_col(prop)))
         claims.append(_long(stored, prop, new.list.set_difference(old)))
         releases.append(_long(stored, prop, old.list.set_difference(new)))
-        found.append(_long(created, prop, new.list.set_intersection(old)))
-        added.append(_long(created, prop, new.list.set_difference(old)))
+        same = pl.col(prop_col(prop)).eq_missing(pl.col(f"{prop_col(prop)}_was"))
+        found.append(_long(created.filter(same), prop, new))  # the common case: no row of the batch added any
+        grown = created.filter(~same)
+        found.append(_long(grown, prop, new.list.set_intersection(old)))
+        added.append(_long(grown, prop, new.list.set_difference(old)))
     queries.release_identities(store, conn, pl.concat(releases).sort("property", "value"), state.ctx.entity)
     claimed = pl.concat(claims).sort("property", "value")
     queries.claim_identities(store, conn, claimed, state.ctx.entity)

@@ -42,14 +42,20 @@ def has_identities(conn: Connection, prop: str, entity: Entity = PROFILES) -> bo
 
 
 def find_identities(
-    store: Store, conn: Connection, prop: str, values: pl.Series, entity: Entity = PROFILES
+    store: Store, conn: Connection, prop: str, values: pl.Series, entity: Entity = PROFILES,
+    columns: dict[str, str] | None = None,
 ) -> pl.DataFrame:
-    """Given an identifier property and values, return (value, pid) for the values some profile holds."""
-    empty = pl.DataFrame(schema={"value": pl.String, "pid": pl.Int64})
+    """Given an identifier property and values, return (value, pid) for the values some profile holds.
+
+    With {property: column} (PostgreSQL only), also those profiles' values as property_values
+    returns them: one join instead of two round trips.
+    """
+    empty = pl.DataFrame(schema={"value": pl.String, "pid": pl.Int64, **dict.fromkeys(columns or {}, pl.String)})
     values = values.drop_nulls().unique()
     if values.is_empty() or not has_identities(conn, prop, entity):
         return empty
     if store.is_sqlite:
+        assert columns is None
         # The values travel as one JSON array, each looked up in the index; what comes back is
         # (position in the array, profile id) pairs in one string, split by polars.
         sql = (f"SELECT group_concat(j.key || ',' || i.profile_id, ' ') FROM json_each(?) j "
@@ -62,8 +68,10 @@ def find_identities(
         return pl.concat(found)
     # An analyzed scratch table lets PostgreSQL merge-join it with the index; COLLATE "C" as the index has it.
     store.rows_into(conn, "wanted_value", values.alias("value").to_frame(), temp=True, analyze=True)
-    return store.frame(conn, f"SELECT i.value, i.profile_id FROM wanted_value w JOIN {entity.identity} i "
-                             "ON i.property = %s AND i.value = w.value COLLATE \"C\"", empty.schema, (prop,))
+    picks = "".join(f", p.{column}" for column in (columns or {}).values())
+    profiles = f" JOIN {entity.table} p ON p.id = i.profile_id" if columns else ""
+    return store.frame(conn, f"SELECT i.value, i.profile_id{picks} FROM wanted_value w JOIN {entity.identity} i "
+                             f"ON i.property = %s AND i.value = w.value COLLATE \"C\"{profiles}", empty.schema, (prop,))
 
 
 def property_columns(
@@ -91,6 +99,8 @@ def property_values(
     store: Store, conn: Connection, ids: pl.Series, columns: dict[str, str], entity: Entity = PROFILES
 ) -> pl.DataFrame:
     """Given profile ids and {property: column}, return pid and each property's JSON array text (null: none)."""
+    if ids.is_empty():
+        return pl.DataFrame(schema={"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
     if store.is_sqlite:
         # JSON text never holds a raw control character: the rows come back as one string, cells
         # split by \x1f, rows by \x1e, \x15 for NULL, and polars splits it (no Python object per value).
