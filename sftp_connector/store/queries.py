@@ -5,6 +5,7 @@ Every function takes the Store and an open Connection: the caller owns the trans
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -67,11 +68,14 @@ def find_identities(
             found.append(pl.DataFrame({"value": chunk.gather(pairs.get_column("a")), "pid": pairs.get_column("b")}))
         return pl.concat(found)
     # An analyzed scratch table lets PostgreSQL merge-join it with the index; COLLATE "C" as the index has it.
-    store.rows_into(conn, "wanted_value", values.alias("value").to_frame(), temp=True, analyze=True)
+    # Sorted, so that the index probes walk the index in order; COLLATE "C" as the index has it.
+    store.rows_into(conn, "wanted_value", values.sort().alias("value").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in (columns or {}).values())
     profiles = f" JOIN {entity.table} p ON p.id = i.profile_id" if columns else ""
-    return store.frame(conn, f"SELECT i.value, i.profile_id{picks} FROM wanted_value w JOIN {entity.identity} i "
-                             f"ON i.property = %s AND i.value = w.value COLLATE \"C\"{profiles}", empty.schema, (prop,))
+    with _probing(conn):
+        return store.frame(conn, f"SELECT i.value, i.profile_id{picks} FROM wanted_value w JOIN {entity.identity} "
+                                 f"i ON i.property = %s AND i.value = w.value COLLATE \"C\"{profiles}", empty.schema,
+                           (prop,))
 
 
 def property_columns(
@@ -179,11 +183,22 @@ def update_profiles(
         store.executemany(conn, f"UPDATE {entity.table} SET {sets}, updated_at = ? WHERE id = ?",
                           ((*row[1:], now, row[0]) for row in frame.iter_rows()))
         return
-    store.rows_into(conn, "profile_change", frame, temp=True)
+    store.rows_into(conn, "profile_change", frame, temp=True, analyze=True)
     sets = ", ".join(f"{c} = t.{c}" for c in columns)
-    conn.execute(sa.text(f"UPDATE {entity.table} p SET {sets}, updated_at = :now FROM profile_change t "
-                         "WHERE p.id = t.id"),
-                 {"now": now})
+    with _probing(conn):
+        conn.execute(sa.text(f"UPDATE {entity.table} p SET {sets}, updated_at = :now FROM profile_change t "
+                             "WHERE p.id = t.id"), {"now": now})
+
+
+@contextlib.contextmanager
+def _probing(conn: Connection) -> Iterator[None]:
+    """Join a batch (an analyzed scratch table) to a large table by index probes (PostgreSQL): a hash join
+    would read the whole table for every batch, and a merge join most of its index."""
+    conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
+    conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
+    yield
+    conn.exec_driver_sql("RESET enable_hashjoin")
+    conn.exec_driver_sql("RESET enable_mergejoin")
 
 
 def claim_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
