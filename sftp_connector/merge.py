@@ -185,12 +185,26 @@ def start(store: Store, conn: Connection, ctx: Context, fields: list[str], *, fi
     Raise InputError if a mapped or identifier field is not a column of the file.
     """
     previous = queries.imported_rows(conn, file_id)
-    if previous is not None:  # sorted by key hash, for each batch's binary search
-        previous = previous.with_columns(_h=pl.col("key").hash(seed=HASH_SEED)).sort("_h")
+    if previous is not None:
+        previous = _latest_by_hash(previous.with_columns(_h=pl.col("key").hash(seed=HASH_SEED)))
     state = FileMerge(ctx, mappings(ctx.goal, fields, ctx.level), file_id, previous, {}, now)
     state.columns = queries.property_columns(store, conn, state.props, ctx.entity)
     state.known_before = {p: queries.has_identities(conn, p, ctx.entity) for _, p in state.identifiers}
     return state
+
+
+def _latest_by_hash(rows: pl.DataFrame) -> pl.DataFrame:
+    """Given remembered rows in the order they were applied, with their key hash `_h`, return the latest of each
+    key, sorted by key hash (for each batch's binary search).
+
+    The sort is stable, so a key's rows end up side by side, the latest last; should two keys
+    share a hash, they are told apart by a unique on the key instead.
+    """
+    rows = rows.sort("_h", maintain_order=True)
+    same_next = (pl.col("_h") == pl.col("_h").shift(-1)).fill_null(False)
+    if rows.select((same_next & (pl.col("key") != pl.col("key").shift(-1))).any()).item():
+        return rows.unique("key", keep="last", maintain_order=True)
+    return rows.filter(~same_next)
 
 
 def apply(store: Store, conn: Connection, batch: pl.DataFrame, state: FileMerge) -> None:

@@ -275,13 +275,14 @@ def save_imported_file(conn: Connection, record: models.ImportedFile) -> int:
 
 
 def imported_rows(conn: Connection, file_id: int) -> pl.DataFrame | None:
-    """Given a file record id, return its remembered rows (the latest per key), or None if there are none."""
+    """Given a file record id, return its remembered rows, every blob's in order (a later row replaces an
+    earlier one with the same key), or None if there are none."""
     table = models.ImportedRows.__table__
     blobs = conn.execute(sa.select(table.c.data).where(table.c.file_id == file_id).order_by(table.c.seq)).scalars()
     frames = [pl.read_ipc(io.BytesIO(blob)) for blob in blobs]
     if not frames:
         return None
-    rows = pl.concat(frames).unique(subset="key", keep="last", maintain_order=True)
+    rows = pl.concat(frames)
     erased = pl.Series([r[0] for r in conn.execute(sa.text("SELECT id FROM erased_profile"))], dtype=pl.Int64)
     # A row applied to an erased profile is forgotten: the file mentioning it again makes a new profile.
     return rows.filter(~pl.col("profile_id").is_in(erased.implode())) if erased.len() else rows

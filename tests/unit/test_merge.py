@@ -64,3 +64,15 @@ def test_two_remembered_keys_sharing_a_hash_fall_back_to_an_exact_join() -> None
     previous = remembered(["x", "a"], [real, real])  # as if "x" hashed like "a": the search lands on "x"
     got = merge._remembered(pl.Series(["a", "x"]), previous)
     assert got.get_column("_prev_pid").to_list() == [2, 1]
+
+
+def test_the_latest_remembered_row_of_a_key_wins_and_rows_come_sorted_by_key_hash() -> None:
+    applied = remembered(["a", "b", "c", "b", "a"])
+    got = merge._latest_by_hash(applied)
+    assert sorted(zip(got["key"], got["hash"], strict=True)) == [("a", 50), ("b", 40), ("c", 30)]
+    assert got["_h"].is_sorted()
+
+
+def test_keys_sharing_a_hash_are_told_apart_when_the_latest_rows_are_kept() -> None:
+    got = merge._latest_by_hash(remembered(["x", "a", "x"], [7, 7, 7]))  # as if every key hashed alike
+    assert sorted(zip(got["key"], got["hash"], strict=True)) == [("a", 20), ("x", 30)]
