@@ -18,21 +18,12 @@ PAGE = 50_000
 
 
 def profile_pages(
-    conn: Connection, *, picks: list[str], where: str, params: dict[str, Any], sqlite: bool, page: int = PAGE
+    conn: Connection, *, picks: list[str], where: str, params: dict[str, Any], page: int = PAGE
 ) -> Iterator[list[tuple[Any, ...]]]:
     """Given select expressions over `profile p`, a WHERE expression and its parameters, yield the rows
     (p.id, picks…) in id order, a page at a time."""
-    last = 0
-    mark = ":after" if sqlite else "%(after)s"
-    sql = (f"SELECT p.id{''.join(', ' + pick for pick in picks)} FROM profile p "
-           f"WHERE p.id > {mark} AND {where} ORDER BY p.id LIMIT {int(page)}")
-    while True:
-        rows = queries.fetch(conn, sql, {**params, "after": last})
-        if rows:
-            yield rows
-        if len(rows) < page:
-            return
-        last = rows[-1][0]
+    select = f"SELECT p.id{''.join(', ' + pick for pick in picks)} FROM profile p"
+    return queries.pages(conn, select, where=where, params=params, key="p.id", page=page)
 
 
 def event_types(conn: Connection) -> list[str]:

@@ -146,6 +146,26 @@ def fetch(conn: Connection, sql: str, params: Sequence[Any] | dict[str, Any] = (
         cursor.close()
 
 
+def pages(
+    conn: Connection, select: str, *, where: str = "", params: dict[str, Any] | None = None, key: str = "id",
+    page: int = 10_000,
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Given `SELECT <key>, … FROM …` (the integer key first), an optional WHERE expression and its
+    parameters, yield the rows in key order, a page at a time.
+
+    Each page starts after the last key of the one before (no OFFSET: every page costs the same).
+    """
+    last = 0
+    extra = f" AND ({where})" if where else ""
+    while True:
+        rows = fetch(conn, f"{select} WHERE {key} > {int(last)}{extra} ORDER BY {key} LIMIT {int(page)}", params or {})
+        if rows:
+            yield rows
+        if len(rows) < page:
+            return
+        last = rows[-1][0]
+
+
 def reserve_profile_ids(store: Store, conn: Connection, count: int, entity: Entity = PROFILES) -> list[int]:
     """Given a count, return that many new profile ids (the caller holds the write lock on SQLite)."""
     if count == 0:
@@ -333,7 +353,9 @@ def iter_profiles(conn: Connection, batch: int = 10_000, *, only: int | None = N
     updated_at), in id order.
     """
     names = list(all_property_columns(conn))
-    for rows in _pages(conn, "profile", all_property_columns(conn), batch, only=only):
+    picks = "".join(f", {column}" for column in all_property_columns(conn).values())
+    for rows in pages(conn, f"SELECT id, created_at, updated_at{picks} FROM profile",
+                      where=f"id = {int(only)}" if only is not None else "", page=batch):
         links: dict[int, dict[str, list[str]]] = {}
         for pid, kind, key in fetch(conn, "SELECT profile_id, type, key FROM profile_group WHERE profile_id "
                                            f"BETWEEN {int(rows[0][0])} AND {int(rows[-1][0])} "
@@ -347,29 +369,13 @@ def iter_groups(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any
     """Yield every group as a dict (type, id: its identifier value, properties, created_at, updated_at)."""
     columns = all_property_columns(conn, GROUPS)
     names = list(columns)
-    for rows in _pages(conn, "group_entity", columns, batch, extra=", type"):
+    picks = "".join(f", {column}" for column in columns.values())
+    for rows in pages(conn, f"SELECT id, created_at, updated_at{picks}, type FROM group_entity", page=batch):
         for row in rows:
             kind, record = row[-1], _properties(row[:-1], names)
             key = record["properties"].pop(f"@{kind}", [None])[0]
             yield {"type": kind, "id": key, "properties": record["properties"], "created_at": record["created_at"],
                    "updated_at": record["updated_at"]}
-
-
-def _pages(
-    conn: Connection, table: str, columns: dict[str, str], batch: int, *, only: int | None = None, extra: str = ""
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Yield the rows (id, created_at, updated_at, property columns…, extra) of a table, a page at a time."""
-    picks = "".join(f", {column}" for column in columns.values())
-    just = f" AND id = {int(only)}" if only is not None else ""
-    last = 0
-    while True:
-        rows = fetch(conn, f"SELECT id, created_at, updated_at{picks}{extra} FROM {table} "
-                            f"WHERE id > {int(last)}{just} ORDER BY id LIMIT {int(batch)}")
-        if rows:
-            yield rows
-        if len(rows) < batch:
-            return
-        last = rows[-1][0]
 
 
 def profile_by(conn: Connection, prop: str, value: str) -> dict[str, Any] | None:
@@ -457,16 +463,11 @@ def count_products(store: Store, conn: Connection, changes: pl.DataFrame) -> Non
 
 def iter_events(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any]]:
     """Yield every event as a dict (profile_id, type, id, time, properties, nested), in storage order."""
-    last = 0
-    while True:
-        rows = fetch(conn, "SELECT id, profile_id, type, event_id, time, properties, nested FROM event "
-                            f"WHERE id > {int(last)} ORDER BY id LIMIT {int(batch)}")
+    for rows in pages(conn, "SELECT id, profile_id, type, event_id, time, properties, nested FROM event",
+                      page=batch):
         for _, pid, kind, event_id, time, properties, nested in rows:
             yield {"profile_id": pid, "type": kind, "id": event_id, "time": time,
                    "properties": orjson.loads(properties), "nested": orjson.loads(nested)}
-        if len(rows) < batch:
-            return
-        last = rows[-1][0]
 
 
 def iter_products(conn: Connection) -> Iterator[dict[str, Any]]:
