@@ -37,7 +37,7 @@ class Sql:
         """Given a value, bind it and return its placeholder."""
         name = f"s{len(self.params)}"
         self.params[name] = value
-        return f":{name}" if self.sqlite else f"%({name})s"
+        return placeholder(name, sqlite=self.sqlite)
 
     def segment(self, name: str) -> str:
         """Given a segment name, return its WHERE expression. Raise ConfigError if unknown or circular."""
@@ -54,7 +54,17 @@ class Sql:
 
     def cutoff(self, days: float) -> str:
         """The ISO date-time `days` before now."""
-        return (self.now - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cutoff(days, self.now)
+
+
+def cutoff(days: float, now: datetime | None = None) -> str:
+    """The ISO date-time `days` before now (or before the given time)."""
+    return ((now or datetime.now(UTC)) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def placeholder(name: str, *, sqlite: bool) -> str:
+    """The mark of a named bound parameter, in SQLite's or psycopg's style."""
+    return f":{name}" if sqlite else f"%({name})s"
 
 
 def condition(sql: Sql, cond: models.Condition) -> str:

@@ -169,9 +169,11 @@ def _write_events(
     assert goal.events is not None
     spec = goal.events
     types = store_exports.event_types(conn) if spec.types == "all" else list(spec.types)
-    since = spec.since or (segments.Sql(sqlite=True, columns={}, segments={}).cutoff(spec.since_days)
-                           if spec.since_days is not None else None)
-    mark = (lambda key: f":{key}") if ctx.store.is_sqlite else (lambda key: f"%({key})s")
+    since = spec.since or (segments.cutoff(spec.since_days) if spec.since_days is not None else None)
+
+    def mark(key: str) -> str:
+        return segments.placeholder(key, sqlite=ctx.store.is_sqlite)
+
     files = []
     for kind in types:
         params = {**query.params, "event_type": kind, "event_since": since or "", "event_after": watermark or 0.0}
