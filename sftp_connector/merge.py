@@ -443,7 +443,8 @@ def _write(
         queries.update_profiles(store, conn, rows.select(
             pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in props}), state.now, entity)
     # New profiles beside the identifier values they were found by (`…_was`): what the resolution made them.
-    created = new.join(before, on="pid", suffix="_was").with_columns(real)
+    indexed = [prop_col(p) for p in state.props if p in state.ctx.indexed]
+    created = new.join(before.select("pid", *indexed), on="pid", suffix="_was").with_columns(real)
     _reindex(store, conn, changed, created, new_ids, state)
     state.changed = rowkeys.merge_sorted(state.changed, changed.get_column("pid"), distinct=True)
     records = applied.sort("_row").select(
