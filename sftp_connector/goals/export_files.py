@@ -100,13 +100,16 @@ def _parquet_type(column: models.ExportColumn) -> pl.DataType:
     return pl.List(pl.String)
 
 
+def page_schema(properties: list[str], flags: list[str]) -> dict[str, pl.DataType]:
+    """The columns of a page of profiles to export: id, each property's cell (JSON text), each segment's flag."""
+    return {"id": pl.Int64(), **{f"v{i}": pl.String() for i in range(len(properties))},
+            **{f"s{i}": pl.Int64() for i in range(len(flags))}}
+
+
 def render(connector: models.Connector, goal: models.ExportProfiles, properties: list[str], flags: list[str],
-           rows: list[tuple[Any, ...]]) -> pl.DataFrame:
-    """Given a page of (id, property cells…, segment flags…), return the goal's columns: strings for CSV,
-    typed (lists for values) for Parquet."""
-    names = ["id", *(f"v{i}" for i in range(len(properties))), *(f"s{i}" for i in range(len(flags)))]
-    schema = {n: (pl.Int64 if n == "id" or n.startswith("s") else pl.String) for n in names}
-    frame = pl.DataFrame(rows, schema=schema, orient="row")
+           frame: pl.DataFrame) -> pl.DataFrame:
+    """Given a page of profiles (page_schema), return the goal's columns: strings for CSV, typed (lists for
+    values) for Parquet."""
     lists = goal.format == "parquet"
     sep = goal.csv.multi_value_separator
     where = {prop: f"v{i}" for i, prop in enumerate(properties)}

@@ -112,20 +112,22 @@ def property_values(
         sql = (f"SELECT group_concat({cells}, char(30)) FROM json_each(?) w "
                f"CROSS JOIN {entity.table} p ON p.id = w.value")
         text = fetch(conn, sql, (orjson.dumps(ids.unique().to_list()).decode(),))[0][0]
-        return _split_rows(text, list(columns))
+        return split_rows(text, {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
     store.rows_into(conn, "wanted_profile", ids.unique().alias("id").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in columns.values())
     return store.frame(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id",
                        {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
 
 
-def _split_rows(text: str | None, props: list[str]) -> pl.DataFrame:
+def split_rows(text: str | None, schema: dict[str, Any]) -> pl.DataFrame:
+    """Given SQLite rows as one string (cells split by \\x1f, rows by \\x1e, \\x15 for NULL) and the
+    schema of their columns, return them as a frame."""
     if not text:
-        return pl.DataFrame(schema={"pid": pl.Int64, **dict.fromkeys(props, pl.String)})
-    cells = pl.Series([text]).str.split("\x1e").explode().str.split_exact("\x1f", len(props)).struct.unnest()
-    cells.columns = ["pid", *props]
-    return cells.select(pl.col("pid").cast(pl.Int64), *(pl.when(pl.col(p) != "\x15").then(pl.col(p)).alias(p)
-                                                         for p in props))
+        return pl.DataFrame(schema=schema)
+    cells = pl.Series([text]).str.split("\x1e").explode().str.split_exact("\x1f", len(schema) - 1).struct.unnest()
+    cells.columns = list(schema)
+    return cells.select(pl.when(pl.col(name) != "\x15").then(pl.col(name)).cast(dtype).alias(name)
+                        for name, dtype in schema.items())
 
 
 def _integer_pairs(text: str | None) -> pl.DataFrame:

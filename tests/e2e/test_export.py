@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+import polars as pl
 import pytest
 
+from sftp_connector.goals import export_files
+from sftp_connector.store import db, queries
+from sftp_connector.store import exports as store_exports
 from tests.fixtures.connector import Deployment
 from tests.fixtures.proxy import CuttingProxy
 from tests.fixtures.sshd import SshServer
@@ -277,3 +281,27 @@ def test_formulas_are_neutralised_when_asked(exporting: Deployment, sshd: SshSer
                                         "filename": "raw_{run}.csv"})
     [raw] = exported(exporting.run("newsletter"))
     assert ["=cmd|' /C calc'!A0", "+31|@SUM(A1)|-x|-5", "=1+1"] in decrypted_rows(exporting, sshd, raw.path)
+
+
+def test_pages_of_profiles_come_in_id_order_with_nulls_and_flags(exporting: Deployment) -> None:
+    assert exporting.run("crm").status == "success"
+    store = db.open_store(exporting.store_url)
+    try:
+        with store.engine.connect() as conn:
+            columns = queries.all_property_columns(conn)
+            picks = [f"p.{columns['email']}", f"p.{columns['interests']}", "NULL",
+                     f"(CASE WHEN p.{columns['newsletter']} = '[\"yes\"]' THEN 1 ELSE 0 END)"]
+            schema = export_files.page_schema(["email", "interests", "absent"], ["newsletter"])
+            pages = list(store_exports.profile_pages(conn, picks=picks, where="1=1", params={}, schema=schema,
+                                                     sqlite=store.is_sqlite, page=3))
+    finally:
+        store.dispose()
+    assert [page.height for page in pages] == [3, 1]
+    rows = pl.concat(pages).rows()
+    assert [row[0] for row in rows] == sorted(row[0] for row in rows)
+    assert [row[1:] for row in rows] == [
+        ('["ada@x.com"]', '["books","chess"]', None, 1),
+        ('["bob@x.com"]', '["cycling"]', None, 0),
+        ('["cy@x.com"]', None, None, 1),
+        (None, '["travel"]', None, 1),
+    ]
