@@ -152,8 +152,7 @@ def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name:
     main = export_files.file_name(goal, name)
     sink = export_files.Sink(ctx.work_dir / sftp.local_name(main), main, goal)
     pages = store_exports.profile_pages(conn, picks=query.picks, where=query.where, params=query.params,
-                                        schema=export_files.page_schema(query.properties, query.flags),
-                                        sqlite=ctx.store.is_sqlite)
+                                        schema=export_files.page_schema(query.properties, query.flags))
     for page in read_ahead(pages, depth=2, name="export-pages"):
         sink.add(export_files.render(ctx.config.connector, goal, query.properties, query.flags, page))
         done.ids.append(page.get_column("id"))
@@ -255,6 +254,5 @@ def members(store: Any, connector: models.Connector, condition: models.Condition
         sql = segments.Sql(sqlite=store.is_sqlite, columns=queries.all_property_columns(conn),
                            segments=dict(connector.segments))
         where = segments.condition(sql, condition)
-        pages = store_exports.profile_pages(conn, picks=[], where=where, params=sql.params, schema={"id": pl.Int64},
-                                            sqlite=store.is_sqlite)
+        pages = store_exports.profile_pages(conn, picks=[], where=where, params=sql.params, schema={"id": pl.Int64})
         return [pid for page in pages for pid in page.get_column("id").to_list()]

@@ -20,29 +20,13 @@ PAGE = 50_000
 
 def profile_pages(
     conn: Connection, *, picks: list[str], where: str, params: dict[str, Any], schema: dict[str, Any],
-    sqlite: bool, page: int = PAGE,
+    page: int = PAGE,
 ) -> Iterator[pl.DataFrame]:
     """Given select expressions over `profile p`, a WHERE expression and its parameters, and the schema of
     (p.id, picks…), yield them in id order, a page at a time, as frames of that schema."""
-    if not sqlite:
-        select = f"SELECT p.id{''.join(', ' + pick for pick in picks)} FROM profile p"
-        for rows in queries.pages(conn, select, where=where, params=params, key="p.id", page=page):
-            yield pl.DataFrame(rows, schema=schema, orient="row")
-        return
-    # A page comes back as one string that polars splits (no Python object per value), with its size
-    # and last id; JSON text never holds the raw control characters that separate the cells.
-    cells = " || char(31) || ".join(["p.id", *(f"ifnull({pick}, char(21))" for pick in picks)])
-    last = 0
-    while True:
-        text, count, top = queries.fetch(
-            conn, f"SELECT group_concat(cells, char(30)), count(*), max(id) FROM (SELECT p.id AS id, {cells} AS "
-                  f"cells FROM profile p WHERE p.id > {int(last)} AND ({where}) ORDER BY p.id LIMIT {int(page)})",
-            params)[0]
-        if count:
-            yield queries.split_rows(text, schema).sort(next(iter(schema)))
-        if count < page:
-            return
-        last = top
+    select = f"SELECT p.id{''.join(', ' + pick for pick in picks)} FROM profile p"
+    for rows in queries.pages(conn, select, where=where, params=params, key="p.id", page=page):
+        yield pl.DataFrame(rows, schema=schema, orient="row")
 
 
 def event_types(conn: Connection) -> list[str]:

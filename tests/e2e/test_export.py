@@ -293,7 +293,7 @@ def test_pages_of_profiles_come_in_id_order_with_nulls_and_flags(exporting: Depl
                      f"(CASE WHEN p.{columns['newsletter']} = '[\"yes\"]' THEN 1 ELSE 0 END)"]
             schema = export_files.page_schema(["email", "interests", "absent"], ["newsletter"])
             pages = list(store_exports.profile_pages(conn, picks=picks, where="1=1", params={}, schema=schema,
-                                                     sqlite=store.is_sqlite, page=3))
+                                                     page=3))
     finally:
         store.dispose()
     assert [page.height for page in pages] == [3, 1]
