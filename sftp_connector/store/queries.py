@@ -215,7 +215,10 @@ def update_profiles(
 @contextlib.contextmanager
 def _probing(conn: Connection) -> Iterator[None]:
     """Join a batch (an analyzed scratch table) to a large table by index probes (PostgreSQL): a hash join
-    would read the whole table for every batch, and a merge join most of its index."""
+    would read the whole table for every batch, and a merge join most of its index.
+
+    Not reset on an error: that aborts the transaction, and SET LOCAL ends with it.
+    """
     conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
     conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
     yield
