@@ -112,14 +112,14 @@ def property_values(
         sql = (f"SELECT group_concat({cells}, char(30)) FROM json_each(?) w "
                f"CROSS JOIN {entity.table} p ON p.id = w.value")
         text = fetch(conn, sql, (orjson.dumps(ids.unique().to_list()).decode(),))[0][0]
-        return split_rows(text, {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
+        return _split_rows(text, {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
     store.rows_into(conn, "wanted_profile", ids.unique().alias("id").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in columns.values())
     return store.frame(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id",
                        {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
 
 
-def split_rows(text: str | None, schema: dict[str, Any]) -> pl.DataFrame:
+def _split_rows(text: str | None, schema: dict[str, Any]) -> pl.DataFrame:
     """Given SQLite rows as one string (cells split by \\x1f, rows by \\x1e, \\x15 for NULL) and the
     schema of their columns, return them as a frame."""
     if not text:
