@@ -1,7 +1,7 @@
 """Measure sftp-connector against the raw tools in the same run, and print the ratios.
 
     .venv/bin/python -m benchmarks.bench [--rows 1000000] [--store sqlite,postgresql] [--memory-rows 5000000]
-        [--loads-only] [--profile DIR]
+        [--loads-only] [--profile DIR [--profiler py-spy]]
 
 Serves generated, gpg-encrypted customer files from a real OpenSSH sshd on 127.0.0.1 (as
 the test suite does: needs root and scripts/setup --test). Every stage is a whole process,
@@ -166,11 +166,17 @@ class Bench:
         return base, remote
 
     profile: Path | None = None
+    profiler: str = "pyinstrument"
 
     def connector(self, base: Path, *goals: str, stage: str = "") -> tuple[float, float]:
-        """Run `sftp-connector run GOALS` as a whole process (under pyinstrument with --profile)."""
+        """Run `sftp-connector run GOALS` as a whole process (under a profiler with --profile)."""
         runner = [sys.executable, "-m", "sftp_connector"]
-        if self.profile is not None and stage:
+        if self.profile is not None and stage and self.profiler == "py-spy":
+            # Sampling, every thread, collapsed stacks: slows the run far less than pyinstrument.
+            spy = Path(sys.executable).with_name("py-spy")
+            runner = [str(spy), "record", "--threads", "--idle", "--rate", "200", "--format", "raw", "-o",
+                      str(self.profile / f"{stage}.folded"), "--", *runner]
+        elif self.profile is not None and stage:
             runner = [sys.executable, "-m", "pyinstrument", "-o", str(self.profile / f"{stage}.txt"),
                       "-m", "sftp_connector"]
         return timed([*runner, "--config", str(base / "connector.yaml"), "--log-format", "plain", "run", *goals],
@@ -228,6 +234,8 @@ def main() -> None:
     parser.add_argument("--store", default="sqlite,postgresql")
     parser.add_argument("--memory-rows", type=int, default=0, help="also a first load of this many rows (5M)")
     parser.add_argument("--profile", type=Path, help="write pyinstrument profiles of the loads to this folder")
+    parser.add_argument("--profiler", choices=["pyinstrument", "py-spy"], default="pyinstrument",
+                        help="py-spy samples every thread with little slowdown (pip install py-spy)")
     parser.add_argument("--loads-only", action="store_true", help="only the first and merge loads")
     args = parser.parse_args()
     stores = args.store.split(",")
@@ -236,7 +244,7 @@ def main() -> None:
         sshd = stack.enter_context(running_sshd())
         keys = stack.enter_context(generated_keys(work / "keys"))
         pg_url = stack.enter_context(running_postgres()) if "postgresql" in stores else None
-        bench = Bench(sshd, keys, work, args.rows, args.profile)
+        bench = Bench(sshd, keys, work, args.rows, args.profile, args.profiler)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         files = {

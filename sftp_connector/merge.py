@@ -1,16 +1,23 @@
 """Merge a file's rows into profiles, one batch of rows at a time, over whole columns (polars).
 
 Per batch: key every row (its first identifier value and occurrence number) and hash its
-content; drop rows applied before in this exact form; find each row's profile; read the
-mapped properties of those profiles; apply the rules in rounds (a profile's second row in
-the batch sees its first row's result); then write new profiles, patches of changed ones,
-the identity index and the row records. Nothing here commits: the goal runs every batch
-of a file in the file's one transaction.
+content; drop rows applied before in this exact form; find each row's profile and read the
+mapped properties of those profiles (`_read`); apply the rules in rounds, a profile's
+second row in the batch seeing its first row's result, and work out every write (`_plan`);
+then write new profiles, patches of changed ones, the identity index and the row records
+(`_store`). The `Pipeline` runs the store's part on a second thread, overlapping the next
+batch. Nothing here commits: the goal runs every batch of a file in the file's one
+transaction.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import polars as pl
 from sqlalchemy.engine import Connection
@@ -23,6 +30,7 @@ from sftp_connector.store import queries
 from sftp_connector.store.db import Store
 
 TOUCHED_FLUSH = 1_000_000
+T = TypeVar("T")
 
 
 def field_col(field: str) -> str:
@@ -109,7 +117,11 @@ def group_identity_property(group_type: str) -> str:
 
 @dataclass(slots=True)
 class FileMerge:
-    """One file's merge across its batches: what it carries between them and what it counted."""
+    """One file's merge across its batches: what it carries between them and what it counted.
+
+    The pipeline's writer thread alone sets `last`, `touched`, `created` and `first_created`
+    and appends to `present`; read them once the pipeline is flushed.
+    """
 
     ctx: Context
     maps: list[Mapping]
@@ -207,23 +219,156 @@ def _latest_by_hash(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.filter(~same_next)
 
 
-def apply(store: Store, conn: Connection, batch: pl.DataFrame, state: FileMerge) -> None:
-    """Given one batch of a file's rows (String columns and _row), merge it into the store."""
-    if batch.is_empty():
-        return
-    rows = _fresh(_keyed(batch, state), state)
+class Pipeline:
+    """Merges a file's batches, its database work on a second thread ("store-writer").
+
+    Batch k+1 is read from the store (its identity lookups and the profiles they find) before
+    batch k is written, and its rules run while batch k is written: on two cores a load takes
+    about the longer of the two, not their sum. Reading early is exact unless batch k writes
+    what batch k+1 reads: a profile both touch, or an identifier value batch k adds to or
+    drops from the index. Then batch k+1 is read again once batch k is written (counted in
+    `rereads`). Nothing but the writer uses the connection while it has work: `flush` waits
+    for it before anything else goes to the store.
+    """
+
+    def __init__(self, store: Store, conn: Connection) -> None:
+        self.store, self.conn = store, conn
+        self.rereads = 0
+        self._pending: tuple[Plan, FileMerge] | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._jobs: list[Future[Any]] = []
+        self._failed = threading.Event()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.flush()
+        finally:  # after an error, what was queued is dropped: the transaction is rolled back
+            self._writer.shutdown(wait=True, cancel_futures=kind is not None)
+
+    def apply(self, batch: pl.DataFrame, state: FileMerge) -> None:
+        """Given one batch of a file's rows (String columns and _row), merge it; its writes may still be
+        under way when this returns."""
+        if batch.is_empty():
+            return
+        rows = _fresh(_keyed(batch, state), state)
+        if rows.is_empty():
+            return
+        planned, self._pending = self._pending, None
+        reading = self._submit(_read, rows, state)
+        if planned is not None:
+            self._submit(_store, *planned)
+        read = self._result(reading)
+        if planned is not None and _conflicts(rows, read, planned[0], state):
+            self._drain()
+            self.rereads += 1
+            read = _read(self.store, self.conn, rows, state)
+        state.counts.rows_unmatched += read.unmatched
+        if not read.rows.is_empty():
+            self._pending = (_plan(read, state), state)
+
+    def flush(self) -> None:
+        """Write what is planned and wait for the writer: the connection is free again."""
+        if self._pending is not None:
+            self._submit(_store, *self._pending)
+            self._pending = None
+        self._drain()
+
+    def _submit(self, work: Callable[..., T], *args: Any) -> Future[T]:
+        def job() -> T:
+            if self._failed.is_set():  # an earlier job failed: its error is the one to report
+                raise _Abandoned
+            try:
+                return work(self.store, self.conn, *args)
+            except BaseException:
+                self._failed.set()
+                raise
+
+        future = self._writer.submit(job)
+        self._jobs.append(future)
+        return future
+
+    def _result(self, future: Future[T]) -> T:
+        """Wait for a job; raise the first error of it or the jobs before it."""
+        futures.wait([future])
+        done = self._jobs[:self._jobs.index(future) + 1]
+        del self._jobs[:len(done)]
+        for job in done:
+            if job.exception() is not None:
+                raise job.exception()  # type: ignore[misc]
+        return future.result()
+
+    def _drain(self) -> None:
+        if self._jobs:
+            self._result(self._jobs[-1])
+
+
+class _Abandoned(Exception):
+    """A job not run because one before it failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A batch's rows with the profile each goes to (unmatched rows dropped), and those profiles before it."""
+
+    rows: pl.DataFrame
+    before: pl.DataFrame
+    unmatched: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one batch writes, all computed before anything is written. New profiles still have their
+    placeholder (negative) ids: the writer gives them real ones."""
+
+    new: pl.DataFrame
+    """New profiles: pid and their profile columns."""
+    patches: list[pl.DataFrame]
+    """Changed stored profiles: pid and the columns to write, one frame per set of columns."""
+    releases: pl.DataFrame
+    claims: pl.DataFrame
+    """(property, value, profile_id): identity index changes of stored profiles."""
+    fresh: pl.DataFrame
+    """The values new profiles were found by that no stored profile claims (indexed without a conflict check)."""
+    added: pl.DataFrame
+    """The values the rules added to new profiles (indexed if no profile holds them)."""
+    records: pl.DataFrame
+    """The applied rows' records: key, hash, pid, sums."""
+    links: pl.DataFrame
+    """The applied rows' group fields with _pid, in file order (empty without group references)."""
+    changed: pl.Series
+    """The stored profiles whose columns change."""
+    pairs: pl.DataFrame
+    """(property, value): every identifier value added to or dropped from the index."""
+
+
+def _read(store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge) -> Read:
+    """Find each row's profile and read those profiles (the only part of a batch that reads the store)."""
     read: list[pl.DataFrame] = []  # the profiles PostgreSQL's lookups returned whole: not read again
     found = identity.resolve(lambda prop, values: _lookup(store, conn, prop, values, state, read), rows,
                              [(field_col(f), p) for f, p in state.identifiers],
                              allow_new=state.ctx.allow_new)
     rows = rows.with_columns(_pid=found.pids)
-    state.counts.rows_unmatched += rows.get_column("_pid").null_count()
+    unmatched = rows.get_column("_pid").null_count()
     rows = rows.filter(pl.col("_pid").is_not_null())
     if rows.is_empty():
-        return
-    before = _states(store, conn, rows, found.new_profiles, state, read)
-    after, applied = _rounds(rows, before, state)
-    _write(store, conn, before, after, applied, state)
+        return Read(rows, pl.DataFrame(), unmatched)
+    return Read(rows, _states(store, conn, rows, found.new_profiles, state, read), unmatched)
+
+
+def _conflicts(rows: pl.DataFrame, read: Read, plan: Plan, state: FileMerge) -> bool:
+    """True if the batch read before `plan` was written may have read something the plan changes."""
+    pids = read.rows.get_column("_pid")
+    if pids.is_in(plan.changed.implode()).any():
+        return True
+    if plan.pairs.is_empty():
+        return False
+    values = pl.concat(rows.select(property=pl.lit(prop), value=pl.col(field_col(f)))
+                       for f, prop in state.identifiers)
+    return not values.join(plan.pairs, on=["property", "value"], how="semi").is_empty()
 
 
 def _lookup(
@@ -417,44 +562,61 @@ def _sums_json(state: FileMerge) -> pl.Expr:
     return pl.struct(pl.col(f"_c_{p}").alias(p) for p in sorted(state.sum_props)).struct.json_encode()
 
 
-def _write(
-    store: Store, conn: Connection, before: pl.DataFrame, after: pl.DataFrame, applied: pl.DataFrame,
-    state: FileMerge,
-) -> None:
-    """Store new profiles, changed columns of stored ones, the identity index and the applied rows' records."""
+def _plan(read: Read, state: FileMerge) -> Plan:
+    """Apply the batch's rows to their profiles; return what is to be written."""
+    after, applied = _rounds(read.rows, read.before, state)
+    before = read.before
     # A new profile none of whose rows applied (no consent) is not created.
     after = after.filter((pl.col("pid") > 0) | pl.col("pid").is_in(applied.get_column("_pid").implode()))
     new = after.filter(pl.col("pid") < 0)
-    entity = state.ctx.entity
-    new_ids = queries.reserve_profile_ids(store, conn, new.height, entity)
-    ids = dict(zip(new.get_column("pid").to_list(), new_ids, strict=True))
-    state.created += len(new_ids)
-    if new_ids and state.first_created is None:
-        state.first_created = new_ids[0]
-    real = pl.col("pid").replace_strict(ids, default=pl.col("pid"), return_dtype=pl.Int64) if ids else pl.col("pid")
     kind = {"type": pl.lit(state.ctx.group_type)} if state.ctx.group_type else {}
-    queries.insert_profiles(store, conn, new.select(
-        real.alias("id"), **kind, created_at=pl.lit(state.now), updated_at=pl.lit(state.now),
-        **{state.columns[p]: pl.col(prop_col(p)) for p in state.props}), entity)
+    profiles = new.select("pid", **kind, created_at=pl.lit(state.now), updated_at=pl.lit(state.now),
+                          **{state.columns[p]: pl.col(prop_col(p)) for p in state.props})
     mapped = list(dict.fromkeys(m.property for m in state.maps))
     # Stored profiles beside what they held before the batch (columns `…_was`): compared once, used thrice.
     changed = _changed(after.filter(pl.col("pid") > 0).join(before, on="pid", suffix="_was"), mapped)
-    for props, rows in _patches(changed, mapped):
-        queries.update_profiles(store, conn, rows.select(
-            pl.col("pid").alias("id"), **{state.columns[p]: pl.col(prop_col(p)) for p in props}), state.now, entity)
+    patches = [rows.select("pid", **{state.columns[p]: pl.col(prop_col(p)) for p in props})
+               for props, rows in _patches(changed, mapped)]
     # New profiles beside the identifier values they were found by (`…_was`): what the resolution made them.
     indexed = [prop_col(p) for p in state.props if p in state.ctx.indexed]
-    created = new.join(before.select("pid", *indexed), on="pid", suffix="_was").with_columns(real)
-    _reindex(store, conn, changed, created, new_ids, state)
+    created = new.join(before.select("pid", *indexed), on="pid", suffix="_was")
+    releases, claims, fresh, added = _reindexed(changed, created, state)
     state.changed = rowkeys.merge_sorted(state.changed, changed.get_column("pid"), distinct=True)
-    records = applied.sort("_row").select(
-        pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
-        pl.col("_sums").cast(pl.String).alias("sums"),
-    ).with_columns(real).rename({"pid": "profile_id"})
+    in_order = applied.sort("_row")
+    records = in_order.select(pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
+                              pl.col("_sums").cast(pl.String).alias("sums"))
+    links = in_order.select("_pid", *dict.fromkeys(field_col(ref.field) for ref in state.ctx.groups))
+    pairs = pl.concat([releases, claims, fresh, added]).select("property", "value")
+    return Plan(profiles, patches, releases, claims, fresh, added, records, links, changed.get_column("pid"), pairs)
+
+
+def _store(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> None:
+    """Write one batch's plan (on the writer thread): new profiles, changed columns of stored ones, the
+    identity index and the applied rows' records; new profiles get their ids here."""
+    entity = state.ctx.entity
+    new_ids = queries.reserve_profile_ids(store, conn, plan.new.height, entity)
+    ids = dict(zip(plan.new.get_column("pid").to_list(), new_ids, strict=True))
+    state.created += len(new_ids)
+    if new_ids and state.first_created is None:
+        state.first_created = new_ids[0]
+    queries.insert_profiles(store, conn, _real(plan.new, "pid", ids).rename({"pid": "id"}), entity)
+    for rows in plan.patches:
+        queries.update_profiles(store, conn, rows.rename({"pid": "id"}), state.now, entity)
+    # Changed profiles first: they were stored before the batch, so they claim a value first.
+    queries.release_identities(store, conn, plan.releases, entity)
+    queries.claim_identities(store, conn, plan.claims, entity)
+    if store.is_sqlite and new_ids:  # SQLite indexes the new profiles' values from the rows it has just written
+        for prop in state.props:
+            if prop in state.ctx.indexed:
+                queries.claim_held_identities(store, conn, prop, state.columns[prop], (new_ids[0], new_ids[-1]),
+                                              entity)
+    elif not store.is_sqlite:
+        queries.index_identities(store, conn, _real(plan.fresh, "profile_id", ids), entity)
+        queries.claim_identities(store, conn, _real(plan.added, "profile_id", ids), entity)
+    records = _real(plan.records, "pid", ids).rename({"pid": "profile_id"})
     queries.append_rows(conn, state.file_id, records)
     if state.ctx.groups:
-        _link_groups(store, conn, applied.sort("_row").with_columns(records.get_column("profile_id").alias("_pid")),
-                     state)
+        _link_groups(store, conn, _real(plan.links, "_pid", ids), state)
     touched = records.get_column("profile_id")
     state.touched.append(touched)
     if state.ctx.goal.write_mode == "overwrite":
@@ -463,6 +625,13 @@ def _write(
         _remember_touched(conn, state)
     latest = touched.reverse().unique(maintain_order=True).head(5).to_list()
     state.last = list(dict.fromkeys([*latest, *state.last]))[:5]
+
+
+def _real(frame: pl.DataFrame, column: str, ids: dict[int, int]) -> pl.DataFrame:
+    """Given a frame, its id column and {placeholder: real id} of the new profiles, return it with real ids."""
+    if not ids or frame.is_empty():
+        return frame
+    return frame.with_columns(pl.col(column).replace_strict(ids, default=pl.col(column), return_dtype=pl.Int64))
 
 
 def _changed(compared: pl.DataFrame, mapped: list[str]) -> pl.DataFrame:
@@ -492,19 +661,19 @@ def _patches(changed: pl.DataFrame, mapped: list[str], own: int = 4) -> list[tup
     return groups
 
 
-def _reindex(
-    store: Store, conn: Connection, changed: pl.DataFrame, created: pl.DataFrame, new_ids: list[int],
-    state: FileMerge,
-) -> None:
-    """Keep the identity index in step with the identifier properties of changed profiles and of the new
-    profiles just stored with these ids (both beside their `…_was` columns).
+def _reindexed(
+    changed: pl.DataFrame, created: pl.DataFrame, state: FileMerge
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Given changed stored profiles and new ones (placeholder ids), both beside their `…_was` columns, return
+    the identity index changes (property, value, profile_id) that keep it in step: releases and claims of
+    stored profiles, and the new profiles' values found by (unclaimed) and added; each sorted by value.
 
-    Changed profiles first (they were stored before the batch, so they claim a value first);
-    only those whose identifier text changed are compared value by value.
+    Only stored profiles whose identifier text changed are compared value by value.
     """
     props = [p for p in state.props if p in state.ctx.indexed]
     if not props:
-        return
+        empty = pl.DataFrame(schema={"property": pl.String, "value": pl.String, "profile_id": pl.Int64})
+        return empty, empty, empty, empty
     moved = pl.any_horizontal(pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")) for p in props)
     stored = changed.filter(moved)
     claims, releases, found, added = [], [], [], []
@@ -517,23 +686,16 @@ def _reindex(
         grown = created.filter(~same)
         found.append(_long(grown, prop, new.list.set_intersection(old)))
         added.append(_long(grown, prop, new.list.set_difference(old)))
-    queries.release_identities(store, conn, pl.concat(releases).sort("property", "value"), state.ctx.entity)
     claimed = pl.concat(claims).sort("property", "value")
-    queries.claim_identities(store, conn, claimed, state.ctx.entity)
-    if store.is_sqlite and new_ids:  # SQLite indexes the new profiles' values from the rows it has just written
-        for prop in props:
-            queries.claim_held_identities(store, conn, prop, state.columns[prop], (new_ids[0], new_ids[-1]),
-                                          state.ctx.entity)
-    else:
-        # The values a new profile was found by were looked up before the batch: no profile held them, so
-        # they go in without a conflict check (twice as fast on PostgreSQL), unless a stored one claimed them.
-        fresh = pl.concat(found).join(claimed, on=["property", "value"], how="anti", maintain_order="left")
-        queries.index_identities(store, conn, fresh.unique(["property", "value"], maintain_order=True)
-                                 .sort("property", "value"), state.ctx.entity)
-        queries.claim_identities(store, conn, pl.concat(added).sort("property", "value"), state.ctx.entity)
+    # The values a new profile was found by were looked up before the batch: no profile held them, so
+    # PostgreSQL indexes them without a conflict check (twice as fast), unless a stored one claimed them.
+    fresh = pl.concat(found).join(claimed, on=["property", "value"], how="anti", maintain_order="left")
     for (prop,), group in pl.concat([claimed, *found, *added]).group_by("property"):
         hashes = rowkeys.short_hash(group.get_column("value"))
         state.added[prop] = rowkeys.merge_sorted(state.added[prop], hashes) if prop in state.added else hashes.sort()
+    return (pl.concat(releases).sort("property", "value"), claimed,
+            fresh.unique(["property", "value"], maintain_order=True).sort("property", "value"),
+            pl.concat(added).sort("property", "value"))
 
 
 def _long(joined: pl.DataFrame, prop: str, values: pl.Expr) -> pl.DataFrame:

@@ -210,7 +210,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
     merge_ctx = _merge_context(ctx, goal, d.remote.name, job.digest)
     logger.debug("goal %s: merging %s in one transaction", goal.name, d.remote.path)
     now = time.time()
-    with ctx.store.transaction(rollback=ctx.dry_run) as conn:
+    with ctx.store.transaction(rollback=ctx.dry_run) as conn, merge.Pipeline(ctx.store, conn) as pipeline:
         file_id = _record(conn, job, d, ctx.run, now)
         state, rejects = None, []
         for data, processed in read_ahead(_processed_batches(ctx, job, d), name="import-batches"):
@@ -226,7 +226,9 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             counts.cells_rejected += len(processed.rejects)
             rejects += [*data.rejects, *processed.rejects]
             kept, erasures = sync.split_erasures(processed.frame, goal, d.remote.name)
-            merge.apply(ctx.store, conn, kept, state)
+            pipeline.apply(kept, state)
+            if not erasures.is_empty() or _has_events(goal):  # they read the store: this batch must be in it
+                pipeline.flush()
             counts.erased += sync.erase(ctx.store, conn, erasures, merge_ctx, now=now)
             failpoints.reached("mid-merge")
             joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
@@ -235,6 +237,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
                 counts.cells_rejected += len(rejected)
                 rejects += rejected
         assert state is not None
+        pipeline.flush()
         _write_rejects(ctx, d.remote.path, [*rejects, *state.rejects])
         _check_reject_ratio(goal, state.counts)
         if goal.write_mode == "overwrite":
@@ -312,8 +315,9 @@ def _merge_level(
     merge_ctx = _merge_context(ctx, goal, part.label, job.digest, level=own, root=root)
     rows = joined.level(name, [] if root else [f for f, _ in merge_ctx.identifiers])
     state = merge.start(ctx.store, conn, merge_ctx, rows.columns, file_id=file_id, now=now)
-    for start in range(0, max(rows.height, 1), BATCH_ROWS):
-        merge.apply(ctx.store, conn, rows.slice(start, BATCH_ROWS), state)
+    with merge.Pipeline(ctx.store, conn) as pipeline:
+        for start in range(0, max(rows.height, 1), BATCH_ROWS):
+            pipeline.apply(rows.slice(start, BATCH_ROWS), state)
     return state
 
 
@@ -321,6 +325,10 @@ def _add(total: merge.Counts, more: merge.Counts) -> None:
     for name, value in asdict(more).items():
         if name not in ("rows_read",):
             setattr(total, name, getattr(total, name) + value)
+
+
+def _has_events(goal: models.ImportProfiles | models.ImportGroups) -> bool:
+    return isinstance(goal, models.ImportProfiles) and bool(goal.events)
 
 
 def _events(

@@ -6,6 +6,7 @@ import random
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from sftp_connector import merge
 from sftp_connector.goals import imports
@@ -69,7 +70,8 @@ def test_small_batches_match_one_batch(
     other.update_connector({"store": {"url": url}})
     monkeypatch.setattr(imports, "BATCH_ROWS", 4)
     batches = []
-    monkeypatch.setattr(merge, "apply", lambda *args, _apply=merge.apply: batches.append(1) or _apply(*args))
+    monkeypatch.setattr(merge.Pipeline, "apply",
+                        lambda self, *args, _apply=merge.Pipeline.apply: batches.append(1) or _apply(self, *args))
     deployment.put("in/mixed.csv", mixed_file(seed), mtime=old)
     assert other.run().status == "success"
     assert len(batches) >= 10  # 60 rows in batches of about 4
@@ -77,3 +79,87 @@ def test_small_batches_match_one_batch(
     deployment.put("in/mixed.csv", mixed_file(seed + 100), mtime=old + 60)
     other.run()
     assert snapshot(other) == whole_after_edit
+
+
+@pytest.fixture
+def rereads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Batches of 4 rows; the rereads of every pipeline of the test, as each finishes."""
+    monkeypatch.setattr(imports, "BATCH_ROWS", 4)
+    counted: list[int] = []
+    monkeypatch.setattr(merge.Pipeline, "__exit__",
+                        lambda self, *exc, _exit=merge.Pipeline.__exit__: counted.append(self.rereads) or _exit(self,
+                                                                                                                *exc))
+    return counted
+
+
+def customers(numbers: list[int], name: str = "Name", points: int = 1) -> str:
+    lines = ["email,id,name,phone,fax,tags,points"]
+    lines += [f"c{n}@x.com,C{n},{name}{n},+31{n},fax{n},t{n % 3},{points}" for n in numbers]
+    return "\n".join(lines) + "\n"
+
+
+def test_disjoint_batches_are_read_while_the_previous_batch_is_written(
+    deployment: Deployment, rereads: list[int]
+) -> None:
+    deployment.write_goal("mixed", GOAL)
+    deployment.put("in/mixed.csv", customers(list(range(40))), mtime=time.time() - 3600)
+    assert deployment.run().status == "success"
+    deployment.put("in/mixed.csv", customers(list(range(40)), name="New", points=5), mtime=time.time() - 3000)
+    assert deployment.run().status == "success"
+    assert rereads == [0, 0]  # ten batches each, none read again
+    profiles = {p["crm_id"][0]: p for p in deployment.properties()}
+    assert len(profiles) == 40
+    assert profiles["C7"] == {"crm_id": ["C7"], "email": ["c7@x.com"], "name": ["New7"], "phone": ["+317"],
+                           "fax": ["fax7"], "tags": ["t1"], "points": [5.0]}
+
+
+def test_a_batch_that_reads_what_the_previous_one_writes_is_read_again_after_the_write(
+    deployment: Deployment, rereads: list[int]
+) -> None:
+    deployment.write_goal("mixed", GOAL)
+    lines = ["email,id,name,phone,fax,tags,points",
+             "c1@x.com,C1,One,,,a,1", "c2@x.com,C2,Two,,,a,1", "c3@x.com,C3,Three,,,a,1", "c4@x.com,,Four,,,a,1",
+             # batch 2: C1 again (a profile batch 1 creates), c4 by its email, C4 new on the row that only
+             # batch 1's profile has the email of
+             ",C1,One again,+311,,b,2", "c4@x.com,C4,,,,b,2", "c5@x.com,C5,Five,,,a,1", "c6@x.com,C6,Six,,,a,1",
+             # batch 3: nothing of batch 2
+             "c7@x.com,C7,Seven,,,a,1", "c8@x.com,C8,Eight,,,a,1", "c9@x.com,C9,Nine,,,a,1", "c0@x.com,C0,Zero,,,a,1"]
+    deployment.put("in/mixed.csv", "\n".join(lines) + "\n", mtime=time.time() - 3600)
+    assert deployment.run().status == "success"
+    assert rereads == [1]
+    by_email = {p["email"][0]: p for p in deployment.properties()}
+    assert len(by_email) == 10
+    assert by_email["c1@x.com"] == {"email": ["c1@x.com"], "crm_id": ["C1"], "name": ["One again"],
+                                    "phone": ["+311"], "tags": ["a", "b"], "points": [3.0]}
+    assert by_email["c4@x.com"] == {"email": ["c4@x.com"], "name": ["Four"], "tags": ["a", "b"], "points": [3.0]}
+
+
+def test_a_failed_write_on_the_writer_thread_fails_the_file_and_writes_nothing(
+    deployment: Deployment, rereads: list[int]
+) -> None:
+    deployment.write_goal("mixed", GOAL)
+    deployment.put("in/mixed.csv", customers(list(range(3))), mtime=time.time() - 3600)
+    assert deployment.run().status == "success"
+    before = snapshot(deployment)
+    # A real database error in the third batch's write: the rows it remembers are refused.
+    engine = sa.create_engine(deployment.store_url)
+    sqlite = deployment.store_url.startswith("sqlite")
+    with engine.begin() as conn:
+        if sqlite:
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON imported_rows WHEN NEW.seq = 3 "
+                                 "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        else:
+            conn.exec_driver_sql("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF NEW.seq = 3 THEN "
+                                 "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql")
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON imported_rows FOR EACH ROW "
+                                 "EXECUTE FUNCTION refuse()")
+    deployment.put("in/mixed.csv", customers(list(range(40)), name="New"), mtime=time.time() - 3000)
+    failed = deployment.run()
+    assert failed.status == "failed"
+    assert "refused by the test" in failed.goals[0].files[0].error
+    assert snapshot(deployment) == before  # nothing of the file: batches 1 and 2 were written, then rolled back
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse" if sqlite else "DROP TRIGGER refuse ON imported_rows")
+    engine.dispose()
+    assert deployment.run().status == "success"
+    assert len(snapshot(deployment)) == 40
