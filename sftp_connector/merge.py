@@ -312,10 +312,12 @@ class _Abandoned(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """A batch's rows with the profile each goes to (unmatched rows dropped), and those profiles before it."""
+    """What a batch reads from the store: its rows with the profile each goes to (unmatched rows dropped),
+    the stored ones of those profiles, and the identifier values each new one is created with."""
 
     rows: pl.DataFrame
-    before: pl.DataFrame
+    stored: pl.DataFrame
+    new_profiles: pl.DataFrame
     unmatched: int
 
 
@@ -355,8 +357,8 @@ def _read(store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge) 
     unmatched = rows.get_column("_pid").null_count()
     rows = rows.filter(pl.col("_pid").is_not_null())
     if rows.is_empty():
-        return Read(rows, pl.DataFrame(), unmatched)
-    return Read(rows, _states(store, conn, rows, found.new_profiles, state, read), unmatched)
+        return Read(rows, pl.DataFrame(), found.new_profiles, unmatched)
+    return Read(rows, _stored(store, conn, rows, state, read), found.new_profiles, unmatched)
 
 
 def _conflicts(rows: pl.DataFrame, read: Read, plan: Plan, state: FileMerge) -> bool:
@@ -447,30 +449,32 @@ def _remembered(keys: pl.Series, previous: pl.DataFrame) -> pl.DataFrame:
                         pl.when(exact).then(pl.col("profile_id")).alias("_prev_pid"))
 
 
-def _states(
-    store: Store, conn: Connection, rows: pl.DataFrame, new_profiles: pl.DataFrame, state: FileMerge,
-    read: list[pl.DataFrame],
+def _stored(
+    store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge, read: list[pl.DataFrame]
 ) -> pl.DataFrame:
-    """The touched profiles' properties before the batch: stored ones read (unless the lookups did), new ones
-    from their identifiers."""
-    props = state.props
+    """The stored profiles of the rows: pid and each property's JSON array text, read unless the lookups
+    returned them."""
     pids = rows.get_column("_pid")
     wanted = pids.filter(pids > 0).unique().alias("pid")
     known = pl.concat(read).unique("pid").join(wanted.to_frame(), on="pid") if read else None
     if known is not None:
         wanted = wanted.filter(~wanted.is_in(known.get_column("pid").implode()))
     stored = queries.property_values(store, conn, wanted, state.columns, state.ctx.entity)
-    if known is not None:
-        stored = pl.concat([known, stored])
-    stored = stored.rename({p: prop_col(p) for p in props})
-    new = new_profiles.group_by("pid", "property", maintain_order=True).agg("value")
-    fresh = pl.DataFrame({"pid": new_profiles.get_column("pid").unique(maintain_order=True)})
+    return pl.concat([known, stored]) if known is not None else stored
+
+
+def _before(read: Read, state: FileMerge) -> pl.DataFrame:
+    """The touched profiles' properties before the batch: stored ones as read, new ones from their identifiers."""
+    props = state.props
+    columns = [prop_col(p) for p in props]
+    stored = read.stored.rename({p: prop_col(p) for p in props}).select("pid", *columns)
+    new = read.new_profiles.group_by("pid", "property", maintain_order=True).agg("value")
+    fresh = pl.DataFrame({"pid": read.new_profiles.get_column("pid").unique(maintain_order=True)})
     for prop in props:
         values = new.filter(pl.col("property") == prop).select("pid", pl.col("value").alias(prop_col(prop)))
         fresh = fresh.join(values, on="pid", how="left", maintain_order="left")
-    columns = [prop_col(p) for p in props]
     fresh = fresh.with_columns(rules.encode(pl.col(c).fill_null([]).cast(pl.List(pl.String))).alias(c) for c in columns)
-    return pl.concat([stored.select("pid", *columns), fresh.select("pid", *columns)])
+    return pl.concat([stored, fresh.select("pid", *columns)])
 
 
 def _rounds(rows: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -564,10 +568,11 @@ def _sums_json(state: FileMerge) -> pl.Expr:
 
 def _plan(read: Read, state: FileMerge) -> Plan:
     """Apply the batch's rows to their profiles; return what is to be written."""
-    after, applied = _rounds(read.rows, read.before, state)
-    before = read.before
+    before = _before(read, state)
+    after, applied = _rounds(read.rows, before, state)
     # A new profile none of whose rows applied (no consent) is not created.
     after = after.filter((pl.col("pid") > 0) | pl.col("pid").is_in(applied.get_column("_pid").implode()))
+    before, after, applied = _numbered(before, after, applied)
     new = after.filter(pl.col("pid") < 0)
     kind = {"type": pl.lit(state.ctx.group_type)} if state.ctx.group_type else {}
     profiles = new.select("pid", **kind, created_at=pl.lit(state.now), updated_at=pl.lit(state.now),
@@ -595,7 +600,7 @@ def _store(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> None
     identity index and the applied rows' records; new profiles get their ids here."""
     entity = state.ctx.entity
     new_ids = queries.reserve_profile_ids(store, conn, plan.new.height, entity)
-    ids = dict(zip(plan.new.get_column("pid").to_list(), new_ids, strict=True))
+    ids = new_ids[0] if new_ids else 0
     state.created += len(new_ids)
     if new_ids and state.first_created is None:
         state.first_created = new_ids[0]
@@ -627,11 +632,28 @@ def _store(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> None
     state.last = list(dict.fromkeys([*latest, *state.last]))[:5]
 
 
-def _real(frame: pl.DataFrame, column: str, ids: dict[int, int]) -> pl.DataFrame:
-    """Given a frame, its id column and {placeholder: real id} of the new profiles, return it with real ids."""
-    if not ids or frame.is_empty():
+def _numbered(
+    before: pl.DataFrame, after: pl.DataFrame, applied: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Number the new profiles -1, -2, … in the order they are stored (the writer's ids then follow by
+    arithmetic); they are unless a new profile was dropped."""
+    placeholders = after.get_column("pid").filter(after.get_column("pid") < 0)
+    dense = -pl.int_range(1, placeholders.len() + 1, eager=True)
+    if placeholders.equals(dense, check_names=False, check_dtypes=False):
+        return before, after, applied
+    renumber = lambda name: pl.col(name).replace_strict(placeholders, dense, default=pl.col(name))  # noqa: E731
+    # A dropped profile's row before the batch goes too: its number may now be another's.
+    kept = before.filter((pl.col("pid") > 0) | pl.col("pid").is_in(placeholders.implode()))
+    return kept.with_columns(renumber("pid")), after.with_columns(renumber("pid")), \
+        applied.with_columns(renumber("_pid"))
+
+
+def _real(frame: pl.DataFrame, column: str, first: int) -> pl.DataFrame:
+    """Given a frame, its id column and the id of new profile -1, return it with real ids (-n is first + n - 1)."""
+    if not first or frame.is_empty():
         return frame
-    return frame.with_columns(pl.col(column).replace_strict(ids, default=pl.col(column), return_dtype=pl.Int64))
+    return frame.with_columns(pl.when(pl.col(column) < 0).then(first - 1 - pl.col(column)).otherwise(pl.col(column))
+                              .alias(column))
 
 
 def _changed(compared: pl.DataFrame, mapped: list[str]) -> pl.DataFrame:

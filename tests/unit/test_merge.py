@@ -76,3 +76,20 @@ def test_the_latest_remembered_row_of_a_key_wins_and_rows_come_sorted_by_key_has
 def test_keys_sharing_a_hash_are_told_apart_when_the_latest_rows_are_kept() -> None:
     got = merge._latest_by_hash(remembered(["x", "a", "x"], [7, 7, 7]))  # as if every key hashed alike
     assert sorted(zip(got["key"], got["hash"], strict=True)) == [("a", 20), ("x", 30)]
+
+
+def test_new_profiles_are_numbered_in_storage_order_and_get_consecutive_ids() -> None:
+    # -2 was dropped (none of its rows applied): -3 and -1 become -1 and -2, in the order they are stored.
+    before = pl.DataFrame({"pid": [5, -1, -2, -3]})
+    after = pl.DataFrame({"pid": [5, -3, -1]})
+    applied = pl.DataFrame({"_pid": [-1, 5, -3, -3]})
+    before, after, applied = merge._numbered(before, after, applied)
+    assert after.get_column("pid").to_list() == [5, -1, -2]
+    assert before.get_column("pid").to_list() == [5, -2, -1]  # the dropped one's row is gone
+    assert applied.get_column("_pid").to_list() == [-2, 5, -1, -1]
+    assert merge._real(applied, "_pid", 100).get_column("_pid").to_list() == [101, 5, 100, 100]
+
+
+def test_new_profiles_already_in_order_are_left_as_they_are() -> None:
+    frames = pl.DataFrame({"pid": [7, -1, -2]}), pl.DataFrame({"pid": [7, -1, -2]}), pl.DataFrame({"_pid": [-2, 7]})
+    assert all(a is b for a, b in zip(merge._numbered(*frames), frames, strict=True))
