@@ -349,7 +349,7 @@ class Plan:
 
 def _read(store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge) -> Read:
     """Find each row's profile and read those profiles (the only part of a batch that reads the store)."""
-    read: list[pl.DataFrame] = []  # the profiles PostgreSQL's lookups returned whole: not read again
+    read: list[pl.DataFrame] = []  # the profiles the lookups returned whole: not read again
     found = identity.resolve(lambda prop, values: _lookup(store, conn, prop, values, state, read), rows,
                              [(field_col(f), p) for f, p in state.identifiers],
                              allow_new=state.ctx.allow_new)
@@ -379,16 +379,14 @@ def _lookup(
     """Find stored profiles by identifier values, asking the store only about values that may be there.
 
     A value can be stored only if the property had values before this file, or this file
-    added it: for a first load, that is almost no lookups at all. PostgreSQL returns the
-    profiles' properties with them (added to `read`).
+    added it: for a first load, that is almost no lookups at all. The profiles' properties come
+    with them (added to `read`).
     """
     if not state.known_before.get(prop, True):
         added = state.added.get(prop)
         values = values.clear() if added is None else values.filter(rowkeys.among(rowkeys.short_hash(values), added))
-    columns = None if store.is_sqlite else state.columns
-    found = queries.find_identities(store, conn, prop, values, state.ctx.entity, columns)
-    if columns is not None:
-        read.append(found.drop("value"))
+    found = queries.find_identities(store, conn, prop, values, state.ctx.entity, state.columns)
+    read.append(found.drop("value"))
     return found.select("value", "pid")
 
 

@@ -48,24 +48,27 @@ def find_identities(
 ) -> pl.DataFrame:
     """Given an identifier property and values, return (value, pid) for the values some profile holds.
 
-    With {property: column} (PostgreSQL only), also those profiles' values as property_values
-    returns them: one join instead of two round trips.
+    With {property: column}, also those profiles' values as property_values returns them: one
+    join instead of two round trips.
     """
     empty = pl.DataFrame(schema={"value": pl.String, "pid": pl.Int64, **dict.fromkeys(columns or {}, pl.String)})
     values = values.drop_nulls().unique()
     if values.is_empty() or not has_identities(conn, prop, entity):
         return empty
     if store.is_sqlite:
-        assert columns is None
-        # The values travel as one JSON array, each looked up in the index; what comes back is
-        # (position in the array, profile id) pairs in one string, split by polars.
-        sql = (f"SELECT group_concat(j.key || ',' || i.profile_id, ' ') FROM json_each(?) j "
-               f"CROSS JOIN {entity.identity} i ON i.property = ? AND i.value = j.value")
+        # The values travel as one JSON array, each looked up in the index; what comes back is the
+        # position in the array, the profile id and its columns, as property_values returns them.
+        cells = " || char(31) || ".join(["j.key", "i.profile_id",
+                                          *(f"ifnull(p.{c}, char(21))" for c in (columns or {}).values())])
+        profiles = f" CROSS JOIN {entity.table} p ON p.id = i.profile_id" if columns else ""
+        sql = (f"SELECT group_concat({cells}, char(30)) FROM json_each(?) j "
+               f"CROSS JOIN {entity.identity} i ON i.property = ? AND i.value = j.value{profiles}")
+        schema = {"at": pl.Int64, "pid": pl.Int64, **dict.fromkeys(columns or {}, pl.String)}
         found = []
         for start in range(0, values.len(), 100_000):
             chunk = values.slice(start, 100_000)
-            pairs = _integer_pairs(fetch(conn, sql, (orjson.dumps(chunk.to_list()).decode(), prop))[0][0])
-            found.append(pl.DataFrame({"value": chunk.gather(pairs.get_column("a")), "pid": pairs.get_column("b")}))
+            rows = _split_rows(fetch(conn, sql, (orjson.dumps(chunk.to_list()).decode(), prop))[0][0], schema)
+            found.append(rows.with_columns(value=chunk.gather(rows.get_column("at"))).select(empty.columns))
         return pl.concat(found)
     # An analyzed scratch table lets PostgreSQL merge-join it with the index; COLLATE "C" as the index has it.
     # Sorted, so that the index probes walk the index in order; COLLATE "C" as the index has it.
@@ -128,14 +131,6 @@ def _split_rows(text: str | None, schema: dict[str, Any]) -> pl.DataFrame:
     cells.columns = list(schema)
     return cells.select(pl.when(pl.col(name) != "\x15").then(pl.col(name)).cast(dtype).alias(name)
                         for name, dtype in schema.items())
-
-
-def _integer_pairs(text: str | None) -> pl.DataFrame:
-    """Given "a,b a,b …" (or None), return its pairs as two Int64 columns a and b."""
-    if not text:
-        return pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
-    pairs = pl.Series([text]).str.split(" ").explode().str.split_exact(",", 1).struct.unnest()
-    return pairs.select(a=pl.col("field_0").cast(pl.Int64), b=pl.col("field_1").cast(pl.Int64))
 
 
 def fetch(conn: Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
