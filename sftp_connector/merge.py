@@ -150,6 +150,8 @@ class FileMerge:
     """The first profile id this file created: every id it created is from there on."""
     changed: pl.Series = field(default_factory=lambda: pl.Series("pid", [], dtype=pl.Int64))
     """The stored profiles a batch changed, sorted and distinct (for the count of updated profiles)."""
+    new_columns: bool = False
+    """Whether the file added profile columns (in its transaction: other connections do not see them)."""
 
     @property
     def identifiers(self) -> list[tuple[str, str]]:
@@ -200,7 +202,9 @@ def start(store: Store, conn: Connection, ctx: Context, fields: list[str], *, fi
     if previous is not None:
         previous = _latest_by_hash(previous.with_columns(_h=pl.col("key").hash(seed=HASH_SEED)))
     state = FileMerge(ctx, mappings(ctx.goal, fields, ctx.level), file_id, previous, {}, now)
+    before = queries.all_property_columns(conn, ctx.entity)
     state.columns = queries.property_columns(store, conn, state.props, ctx.entity)
+    state.new_columns = any(p not in before for p in state.props)
     state.known_before = {p: queries.has_identities(conn, p, ctx.entity) for _, p in state.identifiers}
     return state
 
@@ -220,22 +224,30 @@ def _latest_by_hash(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 class Pipeline:
-    """Merges a file's batches, its database work on a second thread ("store-writer").
+    """Merges a file's batches in three stages on three threads: reading batch k+2 from the store,
+    applying the rules to batch k+1 (the caller's thread), writing batch k ("store-writer").
 
-    Batch k+1 is read from the store (its identity lookups and the profiles they find) before
-    batch k is written, and its rules run while batch k is written: on two cores a load takes
-    about the longer of the two, not their sum. Reading early is exact unless batch k writes
-    what batch k+1 reads: a profile both touch, or an identifier value batch k adds to or
-    drops from the index. Then batch k+1 is read again once batch k is written (counted in
-    `rereads`). Nothing but the writer uses the connection while it has work: `flush` waits
-    for it before anything else goes to the store.
+    A batch is read on a second connection ("store-reader"), which sees the store as it was
+    before the file: exact for a batch that touches no profile and no identifier value the
+    file has changed so far, the common case when a file names each customer once. Any other
+    batch, and every batch while the file adds identifier values of its own (a first load),
+    is read by the writer just before it writes the batch before; that read is exact unless
+    that batch writes what it reads. A batch whose read may be stale is read again by the
+    writer once every earlier batch is written (counted in `rereads`). `flush` waits for
+    every write before anything else goes to the store.
     """
 
-    def __init__(self, store: Store, conn: Connection) -> None:
+    def __init__(self, store: Store, conn: Connection, *, side_reads: bool = True) -> None:
+        """Given the store and the file's connection; side_reads False if something else in the transaction
+        has changed profiles already (the second connection would not see it)."""
         self.store, self.conn = store, conn
         self.rereads = 0
-        self._pending: tuple[Plan, FileMerge] | None = None
+        self.side_reads = 0
+        self._side_conn: Connection | None = None
+        self._side_ok = side_reads
+        self._waiting: _Reading | None = None
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
         self._jobs: list[Future[Any]] = []
         self._failed = threading.Event()
 
@@ -247,37 +259,83 @@ class Pipeline:
             if kind is None:
                 self.flush()
         finally:  # after an error, what was queued is dropped: the transaction is rolled back
+            self._reader.shutdown(wait=True, cancel_futures=kind is not None)
             self._writer.shutdown(wait=True, cancel_futures=kind is not None)
+            if self._side_conn is not None:
+                self._side_conn.close()
 
     def apply(self, batch: pl.DataFrame, state: FileMerge) -> None:
-        """Given one batch of a file's rows (String columns and _row), merge it; its writes may still be
-        under way when this returns."""
+        """Given one batch of a file's rows (String columns and _row), start merging it; the batch before
+        is applied meanwhile, and its writes may still be under way when this returns."""
         if batch.is_empty():
             return
         rows = _fresh(_keyed(batch, state), state)
         if rows.is_empty():
             return
-        planned, self._pending = self._pending, None
-        reading = self._submit(_read, rows, state)
-        if planned is not None:
-            self._submit(_store, *planned)
-        read = self._result(reading)
-        if planned is not None and _conflicts(rows, read, planned[0], state):
-            self._drain()
-            self.rereads += 1
-            read = _read(self.store, self.conn, rows, state)
-        state.counts.rows_unmatched += read.unmatched
-        if not read.rows.is_empty():
-            self._pending = (_plan(read, state), state)
+        reading = self._start_read(rows, state)
+        written = self._finish_waiting()
+        if reading.behind is None and not reading.side:
+            reading.behind = written  # the one plan stored after this read
+        self._waiting = reading
 
-    def flush(self) -> None:
-        """Write what is planned and wait for the writer: the connection is free again."""
-        if self._pending is not None:
-            self._submit(_store, *self._pending)
-            self._pending = None
+    def flush(self, *, store_changes: bool = False) -> None:
+        """Apply the last batch, write what is planned and wait for the writer: the connection is free again.
+
+        With store_changes (the caller is about to change profiles itself: erasures), the
+        file's later batches are read through the writer's connection only.
+        """
+        self._finish_waiting()
         self._drain()
+        if store_changes:
+            self._side_ok = False
+
+    def _start_read(self, rows: pl.DataFrame, state: FileMerge) -> _Reading:
+        side = self._side() if self._side_ok and not state.new_columns and not _added_by_file(rows, state) else None
+        if side is not None:
+            self.side_reads += 1
+            return _Reading(rows, state, self._reader.submit(_read, self.store, side, rows, state), True)
+        return _Reading(rows, state, self._submit(_read, rows, state), False)
+
+    def _finish_waiting(self) -> Plan | None:
+        """Check the waiting batch's read, read it again if it may be stale, apply it and queue its writes;
+        return its plan (None if there was nothing to write)."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is None:
+            return None
+        rows, state = waiting.rows, waiting.state
+        read = waiting.future.result() if waiting.side else self._result(waiting.future)
+        if self._stale(waiting, read):
+            self.rereads += 1
+            read = self._result(self._submit(_read, rows, state))  # after every earlier batch's writes
+        state.counts.rows_unmatched += read.unmatched
+        if read.rows.is_empty():
+            return None
+        plan = _plan(read, state)
+        self._submit(_store, plan, state)
+        return plan
+
+    @staticmethod
+    def _stale(waiting: _Reading, read: Read) -> bool:
+        """True if the read may miss writes of the file's earlier batches (all planned by now)."""
+        rows, state = waiting.rows, waiting.state
+        if waiting.side:
+            return _changed_by_file(read, state) or _added_by_file(rows, state)
+        return waiting.behind is not None and _conflicts(rows, read, waiting.behind, state)
+
+    def _side(self) -> Connection | None:
+        """The connection for reads beside the writer's, opened on first use; None where the database cannot
+        read beside a write in progress (SQLite outside WAL mode, an in-memory store)."""
+        if self._side_conn is None and self._side_ok:
+            conn = self.store.engine.connect().execution_options(reads_only=True)
+            if self.store.is_sqlite and conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+                conn.close()
+                self._side_ok = False
+                return None
+            self._side_conn = conn
+        return self._side_conn
 
     def _submit(self, work: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue work for the writer (which runs it with the store and the file's connection)."""
         def job() -> T:
             if self._failed.is_set():  # an earlier job failed: its error is the one to report
                 raise _Abandoned
@@ -292,9 +350,10 @@ class Pipeline:
         return future
 
     def _result(self, future: Future[T]) -> T:
-        """Wait for a job; raise the first error of it or the jobs before it."""
+        """Wait for a writer job; raise the first error of it or the jobs before it."""
         futures.wait([future])
-        done = self._jobs[:self._jobs.index(future) + 1]
+        # Jobs run in order: those up to this one are done (a later wait may have checked them already).
+        done = self._jobs[:self._jobs.index(future) + 1] if future in self._jobs else []
         del self._jobs[:len(done)]
         for job in done:
             if job.exception() is not None:
@@ -304,6 +363,18 @@ class Pipeline:
     def _drain(self) -> None:
         if self._jobs:
             self._result(self._jobs[-1])
+
+
+@dataclass(slots=True)
+class _Reading:
+    """A batch whose read is under way: on the side connection, or by the writer (then `behind` is the plan
+    stored right after that read, the one write it did not see)."""
+
+    rows: pl.DataFrame
+    state: FileMerge
+    future: Future[Read]
+    side: bool
+    behind: Plan | None = None
 
 
 class _Abandoned(Exception):
@@ -371,6 +442,24 @@ def _conflicts(rows: pl.DataFrame, read: Read, plan: Plan, state: FileMerge) -> 
     values = pl.concat(rows.select(property=pl.lit(prop), value=pl.col(field_col(f)))
                        for f, prop in state.identifiers)
     return not values.join(plan.pairs, on=["property", "value"], how="semi").is_empty()
+
+
+def _added_by_file(rows: pl.DataFrame, state: FileMerge) -> bool:
+    """True if some identifier value of the rows may be one the file added to the index (prefilter hit)."""
+    for f, prop in state.identifiers:
+        added = state.added.get(prop)
+        values = rows.get_column(field_col(f))
+        if added is not None and rowkeys.among(rowkeys.short_hash(values.filter(values != "")), added).any():
+            return True
+    return False
+
+
+def _changed_by_file(read: Read, state: FileMerge) -> bool:
+    """True if the read found a stored profile the file has changed."""
+    if state.changed.is_empty():
+        return False
+    pids = read.rows.get_column("_pid")
+    return bool(rowkeys.among(pids.filter(pids > 0), state.changed).any())
 
 
 def _lookup(

@@ -228,7 +228,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             kept, erasures = sync.split_erasures(processed.frame, goal, d.remote.name)
             pipeline.apply(kept, state)
             if not erasures.is_empty() or _has_events(goal):  # they read the store: this batch must be in it
-                pipeline.flush()
+                pipeline.flush(store_changes=not erasures.is_empty())
             counts.erased += sync.erase(ctx.store, conn, erasures, merge_ctx, now=now)
             failpoints.reached("mid-merge")
             joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
@@ -281,7 +281,9 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
             ctx.store, conn, erasures.unique(subset=csvio.ROW, keep="first"), erase_ctx, now=now)
         states = []
         for part in parts:
-            state = _merge_level(ctx, conn, job, joined, part, ids[part.entry.name], now)
+            # Only the first level to change profiles may read beside the transaction (see merge.Pipeline).
+            side_reads = not states and erasures.is_empty()
+            state = _merge_level(ctx, conn, job, joined, part, ids[part.entry.name], now, side_reads=side_reads)
             if state is not None:
                 states.append(state)
                 _add(counts[part.entry.name], state.counts)
@@ -302,7 +304,8 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
 
 
 def _merge_level(
-    ctx: RunContext, conn: Any, job: FileJob, joined: linked.Joined, part: linked.Part, file_id: int, now: float
+    ctx: RunContext, conn: Any, job: FileJob, joined: linked.Joined, part: linked.Part, file_id: int, now: float,
+    *, side_reads: bool,
 ) -> merge.FileMerge | None:
     """Merge one file of a linked set: the root's rows with the root's mappings, a child's rows (carrying
     their root row's identifiers) with the mappings of the child's fields. None if nothing maps to it."""
@@ -315,7 +318,7 @@ def _merge_level(
     merge_ctx = _merge_context(ctx, goal, part.label, job.digest, level=own, root=root)
     rows = joined.level(name, [] if root else [f for f, _ in merge_ctx.identifiers])
     state = merge.start(ctx.store, conn, merge_ctx, rows.columns, file_id=file_id, now=now)
-    with merge.Pipeline(ctx.store, conn) as pipeline:
+    with merge.Pipeline(ctx.store, conn, side_reads=side_reads) as pipeline:
         for start in range(0, max(rows.height, 1), BATCH_ROWS):
             pipeline.apply(rows.slice(start, BATCH_ROWS), state)
     return state

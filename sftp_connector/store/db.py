@@ -151,8 +151,10 @@ def _engine(url: str, lock_timeout_s: float) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "connect", lambda dbapi, _record: dbapi.execute(
             f"PRAGMA busy_timeout={int(lock_timeout_s * 1000)}"))
-        # Take the write lock at BEGIN: two runs must not both read max(id) and then write.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        # Take the write lock at BEGIN: two runs must not both read max(id) and then write. A connection
+        # for reads only (beside a write in progress) reads without a transaction of its own.
+        event.listen(engine, "begin", lambda conn: None if conn.get_execution_options().get("reads_only")
+                     else conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")

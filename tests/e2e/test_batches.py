@@ -82,13 +82,17 @@ def test_small_batches_match_one_batch(
 
 
 @pytest.fixture
-def rereads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Batches of 4 rows; the rereads of every pipeline of the test, as each finishes."""
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Batches of 4 rows; (batches read on the second connection, batches read again) of every pipeline of
+    the test, as each finishes."""
     monkeypatch.setattr(imports, "BATCH_ROWS", 4)
-    counted: list[int] = []
-    monkeypatch.setattr(merge.Pipeline, "__exit__",
-                        lambda self, *exc, _exit=merge.Pipeline.__exit__: counted.append(self.rereads) or _exit(self,
-                                                                                                                *exc))
+    counted: list[tuple[int, int]] = []
+
+    def exit_(self: merge.Pipeline, *exc: object, _exit=merge.Pipeline.__exit__) -> None:  # type: ignore[no-untyped-def]
+        _exit(self, *exc)
+        counted.append((self.side_reads, self.rereads))
+
+    monkeypatch.setattr(merge.Pipeline, "__exit__", exit_)
     return counted
 
 
@@ -99,14 +103,16 @@ def customers(numbers: list[int], name: str = "Name", points: int = 1) -> str:
 
 
 def test_disjoint_batches_are_read_while_the_previous_batch_is_written(
-    deployment: Deployment, rereads: list[int]
+    deployment: Deployment, reads: list[tuple[int, int]]
 ) -> None:
     deployment.write_goal("mixed", GOAL)
     deployment.put("in/mixed.csv", customers(list(range(40))), mtime=time.time() - 3600)
     assert deployment.run().status == "success"
     deployment.put("in/mixed.csv", customers(list(range(40)), name="New", points=5), mtime=time.time() - 3000)
     assert deployment.run().status == "success"
-    assert rereads == [0, 0]  # ten batches each, none read again
+    # Ten batches or more each, none read again; the second file's all read beside the writes (the first's
+    # are not: it adds columns and identifier values).
+    assert reads[0] == (0, 0) and reads[1][0] >= 10 and reads[1][1] == 0
     profiles = {p["crm_id"][0]: p for p in deployment.properties()}
     assert len(profiles) == 40
     assert profiles["C7"] == {"crm_id": ["C7"], "email": ["c7@x.com"], "name": ["New7"], "phone": ["+317"],
@@ -114,7 +120,7 @@ def test_disjoint_batches_are_read_while_the_previous_batch_is_written(
 
 
 def test_a_batch_that_reads_what_the_previous_one_writes_is_read_again_after_the_write(
-    deployment: Deployment, rereads: list[int]
+    deployment: Deployment, reads: list[tuple[int, int]]
 ) -> None:
     deployment.write_goal("mixed", GOAL)
     lines = ["email,id,name,phone,fax,tags,points",
@@ -126,7 +132,7 @@ def test_a_batch_that_reads_what_the_previous_one_writes_is_read_again_after_the
              "c7@x.com,C7,Seven,,,a,1", "c8@x.com,C8,Eight,,,a,1", "c9@x.com,C9,Nine,,,a,1", "c0@x.com,C0,Zero,,,a,1"]
     deployment.put("in/mixed.csv", "\n".join(lines) + "\n", mtime=time.time() - 3600)
     assert deployment.run().status == "success"
-    assert rereads == [1]
+    assert reads == [(0, 1)]
     by_email = {p["email"][0]: p for p in deployment.properties()}
     assert len(by_email) == 10
     assert by_email["c1@x.com"] == {"email": ["c1@x.com"], "crm_id": ["C1"], "name": ["One again"],
@@ -135,7 +141,7 @@ def test_a_batch_that_reads_what_the_previous_one_writes_is_read_again_after_the
 
 
 def test_a_failed_write_on_the_writer_thread_fails_the_file_and_writes_nothing(
-    deployment: Deployment, rereads: list[int]
+    deployment: Deployment, reads: list[tuple[int, int]]
 ) -> None:
     deployment.write_goal("mixed", GOAL)
     deployment.put("in/mixed.csv", customers(list(range(3))), mtime=time.time() - 3600)
@@ -163,3 +169,29 @@ def test_a_failed_write_on_the_writer_thread_fails_the_file_and_writes_nothing(
     engine.dispose()
     assert deployment.run().status == "success"
     assert len(snapshot(deployment)) == 40
+
+
+def test_a_batch_read_beside_the_writes_that_finds_what_the_file_changed_is_read_again(
+    deployment: Deployment, reads: list[tuple[int, int]]
+) -> None:
+    deployment.write_goal("mixed", GOAL)
+    deployment.put("in/mixed.csv", customers(list(range(12))), mtime=time.time() - 3600)
+    assert deployment.run().status == "success"
+    lines = ["email,id,name,phone,fax,tags,points",
+             "c0@x.com,C0,Zero,,,x,1", "c1@x.com,C1,One,,,x,1", "c2@x.com,C2,Two,,,x,1", "c3@x.com,C3,Three,,,x,1",
+             "c4@x.com,C4,Four,,,x,1", "c5@x.com,C5,Five,,,x,1", "c6@x.com,C6,Six,,,x,1", "c7@x.com,C7,Seven,,,x,1",
+             # batch 3: C0 again (batch 1 changed it) and a new customer
+             ",C0,Zero again,,,y,2", "n1@x.com,N1,New,,,x,1", "c8@x.com,C8,Eight,,,x,1", "c9@x.com,C9,Nine,,,x,1",
+             # batch 4: the new customer by the email batch 3 added
+             "n1@x.com,,New again,,,y,2", "c10@x.com,C10,Ten,,,x,1", "c11@x.com,C11,Eleven,,,x,1"]
+    deployment.put("in/other.csv", "\n".join(lines) + "\n", mtime=time.time() - 3000)
+    deployment.write_goal("mixed", GOAL.replace('"mixed.csv"', '"other.csv"'))
+    assert deployment.run().status == "success"
+    side_reads, rereads = reads[-1]
+    assert side_reads >= 3 and rereads >= 1
+    by_id = {p["crm_id"][0]: p for p in deployment.properties()}
+    assert len(by_id) == 13
+    assert by_id["C0"]["name"] == ["Zero again"] and by_id["C0"]["tags"] == ["t0", "x", "y"]
+    assert by_id["C0"]["points"] == [4.0]  # 1 from the first file, 1 + 2 from this one
+    assert by_id["N1"] == {"crm_id": ["N1"], "email": ["n1@x.com"], "name": ["New again"], "tags": ["x", "y"],
+                           "points": [3.0]}
