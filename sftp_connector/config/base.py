@@ -24,10 +24,12 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def parse_size(value: int | str) -> int:
+def parse_size(value: object) -> int:
     """Given a size such as 10GiB, 500MB or 1024, return it in bytes. Raise ValueError if malformed."""
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a size such as 10GiB or 500MB, got {value!r}")
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"expected a size such as 10GiB or 500MB, got {value!r}")

@@ -247,6 +247,8 @@ def test_every_broken_config_is_refused_with_file_and_key_path(case: tuple[str, 
 
 @pytest.mark.parametrize(("file", "path", "value"), [
     pytest.param("goals/customers.yaml", ("max_file_bytes",), -1, id="negative-max_file_bytes"),
+    pytest.param("goals/customers.yaml", ("max_file_bytes",), {"x": 1}, id="mapping-max_file_bytes"),
+    pytest.param("goals/customers.yaml", ("max_file_bytes",), True, id="boolean-max_file_bytes"),
     pytest.param("connector.yaml", ("notifications", "email", "smtp", "port"), -25, id="negative-smtp-port"),
     pytest.param("goals/customers.yaml", ("files", 0, "pattern"), "../*.csv", id="pattern-with-a-slash"),
     pytest.param("goals/customers.yaml", ("done_marker",), "../{name}.done", id="done_marker-with-a-slash"),
