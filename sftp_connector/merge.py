@@ -5,9 +5,8 @@ content; drop rows applied before in this exact form; find each row's profile an
 mapped properties of those profiles (`_read`); apply the rules in rounds, a profile's
 second row in the batch seeing its first row's result, and work out every write (`_plan`);
 then write new profiles, patches of changed ones, the identity index and the row records
-(`_store`). The `Pipeline` runs the store's part on a second thread, overlapping the next
-batch. Nothing here commits: the goal runs every batch of a file in the file's one
-transaction.
+(`_store`). The `Pipeline` runs the three on three threads, each on a different batch.
+Nothing here commits: the goal runs every batch of a file in the file's one transaction.
 """
 
 from __future__ import annotations
