@@ -214,9 +214,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         file_id = _record(conn, job, d, ctx.run, now)
         state, rejects = None, []
         for data, processed in read_ahead(_processed_batches(ctx, job, d), name="import-batches"):
-            if ctx.stop.is_set():
-                raise Interrupted("stopped by a shutdown signal: nothing of the file was written; it is imported "
-                                  "on the next run")
+            _stop_if_asked(ctx)
             if state is None:
                 state = merge.start(ctx.store, conn, merge_ctx, processed.frame.columns, file_id=file_id, now=now)
             counts = state.counts
@@ -238,12 +236,20 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
                 rejects += rejected
         assert state is not None
         pipeline.flush()
+        _stop_if_asked(ctx)  # the writes of the last batches were under way until now
         _write_rejects(ctx, d.remote.path, [*rejects, *state.rejects])
         _check_reject_ratio(goal, state.counts)
         if goal.write_mode == "overwrite":
             state.counts.cleared = sync.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
         totals.touch(*merge.finish(conn, [state], cleared=state.counts.cleared))
     return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts)]
+
+
+def _stop_if_asked(ctx: RunContext) -> None:
+    """Raise Interrupted if a shutdown signal came: the file's transaction is rolled back."""
+    if ctx.stop.is_set():
+        raise Interrupted("stopped by a shutdown signal: nothing of the file was written; it is imported "
+                          "on the next run")
 
 
 def _processed_batches(ctx: RunContext, job: FileJob, d: Local) -> Iterator[tuple[csvio.CsvData, processors.Processed]]:
@@ -288,6 +294,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
                 states.append(state)
                 _add(counts[part.entry.name], state.counts)
                 rejects[part.entry.name] += state.rejects
+            _stop_if_asked(ctx)
         for name, (unmatched, rejected) in _events(ctx, conn, goal, joined, now).items():
             counts[name].rows_unmatched += unmatched
             counts[name].cells_rejected += len(rejected)
