@@ -70,8 +70,8 @@ def find_identities(
             rows = _split_rows(fetch(conn, sql, (orjson.dumps(chunk.to_list()).decode(), prop))[0][0], schema)
             found.append(rows.with_columns(value=chunk.gather(rows.get_column("at"))).select(empty.columns))
         return pl.concat(found)
-    # An analyzed scratch table lets PostgreSQL merge-join it with the index; COLLATE "C" as the index has it.
-    # Sorted, so that the index probes walk the index in order; COLLATE "C" as the index has it.
+    # An analyzed scratch table, sorted so that the index probes walk the index in order; COLLATE "C" as the
+    # index has it.
     store.rows_into(conn, "wanted_value", values.sort().alias("value").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in (columns or {}).values())
     profiles = f" JOIN {entity.table} p ON p.id = i.profile_id" if columns else ""
