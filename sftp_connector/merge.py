@@ -163,6 +163,11 @@ class FileMerge:
         return list(dict.fromkeys(names + ([self.ctx.consent_property] if self.ctx.objectives else [])))
 
     @property
+    def indexed_props(self) -> list[str]:
+        """The properties of `props` kept in the identity index."""
+        return [p for p in self.props if p in self.ctx.indexed]
+
+    @property
     def sum_props(self) -> set[str]:
         return {m.property for m in self.maps if m.rule == "sum"}
 
@@ -419,7 +424,7 @@ class Plan:
 
 def _read(store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge) -> Read:
     """Find each row's profile and read those profiles (the only part of a batch that reads the store)."""
-    read: list[pl.DataFrame] = []  # the profiles the lookups returned whole: not read again
+    read: list[pl.DataFrame] = []  # the profiles the lookups found, returned whole
     found = identity.resolve(lambda prop, values: _lookup(store, conn, prop, values, state, read), rows,
                              [(field_col(f), p) for f, p in state.identifiers],
                              allow_new=state.ctx.allow_new)
@@ -428,7 +433,7 @@ def _read(store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge) 
     rows = rows.filter(pl.col("_pid").is_not_null())
     if rows.is_empty():
         return Read(rows, pl.DataFrame(), found.new_profiles, unmatched)
-    return Read(rows, _stored(store, conn, rows, state, read), found.new_profiles, unmatched)
+    return Read(rows, _stored(rows, state, read), found.new_profiles, unmatched)
 
 
 def _conflicts(rows: pl.DataFrame, read: Read, plan: Plan, state: FileMerge) -> bool:
@@ -535,18 +540,13 @@ def _remembered(keys: pl.Series, previous: pl.DataFrame) -> pl.DataFrame:
                         pl.when(exact).then(pl.col("profile_id")).alias("_prev_pid"))
 
 
-def _stored(
-    store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge, read: list[pl.DataFrame]
-) -> pl.DataFrame:
-    """The stored profiles of the rows: pid and each property's JSON array text, read unless the lookups
-    returned them."""
+def _stored(rows: pl.DataFrame, state: FileMerge, read: list[pl.DataFrame]) -> pl.DataFrame:
+    """The stored profiles of the rows (pid and each property's JSON array text), as the lookups that found
+    them returned them: every stored profile a row goes to was found by a lookup."""
     pids = rows.get_column("_pid")
-    wanted = pids.filter(pids > 0).unique().alias("pid")
-    known = pl.concat(read).unique("pid").join(wanted.to_frame(), on="pid") if read else None
-    if known is not None:
-        wanted = wanted.filter(~wanted.is_in(known.get_column("pid").implode()))
-    stored = queries.property_values(store, conn, wanted, state.columns, state.ctx.entity)
-    return pl.concat([known, stored]) if known is not None else stored
+    wanted = pids.filter(pids > 0).unique().alias("pid").to_frame()
+    schema = {"pid": pl.Int64, **dict.fromkeys(state.columns, pl.String)}
+    return pl.concat([pl.DataFrame(schema=schema), *read]).unique("pid").join(wanted, on="pid", how="semi")
 
 
 def _before(read: Read, state: FileMerge) -> pl.DataFrame:
@@ -669,8 +669,7 @@ def _plan(read: Read, state: FileMerge) -> Plan:
     patches = [rows.select("pid", **{state.columns[p]: pl.col(prop_col(p)) for p in props})
                for props, rows in _patches(changed, mapped)]
     # New profiles beside the identifier values they were found by (`…_was`): what the resolution made them.
-    indexed = [prop_col(p) for p in state.props if p in state.ctx.indexed]
-    created = new.join(before.select("pid", *indexed), on="pid", suffix="_was")
+    created = new.join(before.select("pid", *map(prop_col, state.indexed_props)), on="pid", suffix="_was")
     releases, claims, fresh, added = _reindexed(changed, created, state)
     state.changed = rowkeys.merge_sorted(state.changed, changed.get_column("pid"), distinct=True)
     in_order = applied.sort("_row")
@@ -686,28 +685,26 @@ def _store(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> None
     identity index and the applied rows' records; new profiles get their ids here."""
     entity = state.ctx.entity
     new_ids = queries.reserve_profile_ids(store, conn, plan.new.height, entity)
-    ids = new_ids[0] if new_ids else 0
+    first = new_ids[0] if new_ids else 0
     state.created += len(new_ids)
     if new_ids and state.first_created is None:
         state.first_created = new_ids[0]
-    queries.insert_profiles(store, conn, _real(plan.new, "pid", ids).rename({"pid": "id"}), entity)
+    queries.insert_profiles(store, conn, _real(plan.new, "pid", first).rename({"pid": "id"}), entity)
     for rows in plan.patches:
         queries.update_profiles(store, conn, rows.rename({"pid": "id"}), state.now, entity)
     # Changed profiles first: they were stored before the batch, so they claim a value first.
     queries.release_identities(store, conn, plan.releases, entity)
     queries.claim_identities(store, conn, plan.claims, entity)
     if store.is_sqlite and new_ids:  # SQLite indexes the new profiles' values from the rows it has just written
-        for prop in state.props:
-            if prop in state.ctx.indexed:
-                queries.claim_held_identities(store, conn, prop, state.columns[prop], (new_ids[0], new_ids[-1]),
-                                              entity)
+        for prop in state.indexed_props:
+            queries.claim_held_identities(store, conn, prop, state.columns[prop], (new_ids[0], new_ids[-1]), entity)
     elif not store.is_sqlite:
-        queries.index_identities(store, conn, _real(plan.fresh, "profile_id", ids), entity)
-        queries.claim_identities(store, conn, _real(plan.added, "profile_id", ids), entity)
-    records = _real(plan.records, "pid", ids).rename({"pid": "profile_id"})
+        queries.index_identities(store, conn, _real(plan.fresh, "profile_id", first), entity)
+        queries.claim_identities(store, conn, _real(plan.added, "profile_id", first), entity)
+    records = _real(plan.records, "pid", first).rename({"pid": "profile_id"})
     queries.append_rows(conn, state.file_id, records)
     if state.ctx.groups:
-        _link_groups(store, conn, _real(plan.links, "_pid", ids), state)
+        _link_groups(store, conn, _real(plan.links, "_pid", first), state)
     touched = records.get_column("profile_id")
     state.touched.append(touched)
     if state.ctx.goal.write_mode == "overwrite":
@@ -778,7 +775,7 @@ def _reindexed(
 
     Only stored profiles whose identifier text changed are compared value by value.
     """
-    props = [p for p in state.props if p in state.ctx.indexed]
+    props = state.indexed_props
     if not props:
         empty = pl.DataFrame(schema={"property": pl.String, "value": pl.String, "profile_id": pl.Int64})
         return empty, empty, empty, empty
