@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import polars as pl
 from sqlalchemy.engine import Connection
 
-from sftp_connector import identity, rowkeys, rules
+from sftp_connector import failpoints, identity, rowkeys, rules
 from sftp_connector.config import models
 from sftp_connector.errors import InputError, RowReject
 from sftp_connector.rowkeys import HASH_SEED, Occurrences
@@ -713,6 +713,7 @@ def _store(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> None
         _remember_touched(conn, state)
     latest = touched.reverse().unique(maintain_order=True).head(5).to_list()
     state.last = list(dict.fromkeys([*latest, *state.last]))[:5]
+    failpoints.reached("mid-merge")  # a batch is written, the file is not committed
 
 
 def _numbered(

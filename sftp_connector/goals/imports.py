@@ -228,7 +228,6 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             if not erasures.is_empty() or _has_events(goal):  # they read the store: this batch must be in it
                 pipeline.flush(store_changes=not erasures.is_empty())
             counts.erased += sync.erase(ctx.store, conn, erasures, merge_ctx, now=now)
-            failpoints.reached("mid-merge")
             joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
             for unmatched, rejected in _events(ctx, conn, goal, joined, now).values():
                 counts.rows_unmatched += unmatched
