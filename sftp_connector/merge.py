@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import polars as pl
@@ -314,7 +314,7 @@ class Pipeline:
         state.counts.rows_unmatched += read.unmatched
         if read.rows.is_empty():
             return None
-        plan = _plan(read, state)
+        plan = _plan(read, state, prepare=self.store.is_sqlite)
         self._submit(_store, plan, state)
         return plan
 
@@ -402,9 +402,10 @@ class Plan:
     placeholder (negative) ids: the writer gives them real ones."""
 
     new: pl.DataFrame
-    """New profiles: pid and their profile columns."""
+    """New profiles: pid and their profile columns (empty once prepared as `rows`)."""
     patches: list[pl.DataFrame]
-    """Changed stored profiles: pid and the columns to write, one frame per set of columns."""
+    """Changed stored profiles: pid and the columns to write, one frame per set of columns (none once prepared
+    as `patch_rows`)."""
     releases: pl.DataFrame
     claims: pl.DataFrame
     """(property, value, profile_id): identity index changes of stored profiles."""
@@ -420,6 +421,10 @@ class Plan:
     """The stored profiles whose columns change."""
     pairs: pl.DataFrame
     """(property, value): every identifier value added to or dropped from the index."""
+    rows: queries.Prepared | None = None
+    """On SQLite, the new profiles' columns as prepared rows (in `new`'s order, without ids)."""
+    patch_rows: list[queries.Prepared] | None = None
+    """On SQLite, `patches` as prepared rows."""
 
 
 def _read(store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge) -> Read:
@@ -652,8 +657,9 @@ def _sums_json(state: FileMerge) -> pl.Expr:
     return pl.struct(pl.col(f"_c_{p}").alias(p) for p in sorted(state.sum_props)).struct.json_encode()
 
 
-def _plan(read: Read, state: FileMerge) -> Plan:
-    """Apply the batch's rows to their profiles; return what is to be written."""
+def _plan(read: Read, state: FileMerge, *, prepare: bool = False) -> Plan:
+    """Apply the batch's rows to their profiles; return what is to be written (with prepare, SQLite's rows of
+    it too: the writer then only binds them)."""
     before = _before(read, state)
     after, applied = _rounds(read.rows, before, state)
     # A new profile none of whose rows applied (no consent) is not created.
@@ -677,21 +683,33 @@ def _plan(read: Read, state: FileMerge) -> Plan:
                               pl.col("_sums").cast(pl.String).alias("sums"))
     links = in_order.select("_pid", *dict.fromkeys(field_col(ref.field) for ref in state.ctx.groups))
     pairs = pl.concat([releases, claims, fresh, added]).select("property", "value")
-    return Plan(profiles, patches, releases, claims, fresh, added, records, links, changed.get_column("pid"), pairs)
+    plan = Plan(profiles, patches, releases, claims, fresh, added, records, links, changed.get_column("pid"), pairs)
+    if not prepare:
+        return plan
+    # The frames' columns are not kept beside their rows: a batch's rows as Python objects are large.
+    return replace(plan, new=profiles.clear(), patches=[],
+                   rows=queries.prepared(profiles.drop("pid", "created_at", "updated_at"), state.now),
+                   patch_rows=[queries.prepared(rows.rename({"pid": "id"}), state.now) for rows in patches])
 
 
 def _store(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> None:
     """Write one batch's plan (on the writer thread): new profiles, changed columns of stored ones, the
     identity index and the applied rows' records; new profiles get their ids here."""
     entity = state.ctx.entity
-    new_ids = queries.reserve_profile_ids(store, conn, plan.new.height, entity)
-    first = new_ids[0] if new_ids else 0
+    if plan.rows is not None and plan.patch_rows is not None:
+        first = queries.append_profiles(conn, plan.rows, entity)
+        new_ids = range(first, first + len(plan.rows.rows))
+        for prepared in plan.patch_rows:
+            queries.update_prepared(conn, prepared, entity)
+    else:
+        new_ids = queries.reserve_profile_ids(store, conn, plan.new.height, entity)
+        first = new_ids[0] if new_ids else 0
+        queries.insert_profiles(store, conn, _real(plan.new, "pid", first).rename({"pid": "id"}), entity)
+        for rows in plan.patches:
+            queries.update_profiles(store, conn, rows.rename({"pid": "id"}), state.now, entity)
     state.created += len(new_ids)
     if new_ids and state.first_created is None:
         state.first_created = new_ids[0]
-    queries.insert_profiles(store, conn, _real(plan.new, "pid", first).rename({"pid": "id"}), entity)
-    for rows in plan.patches:
-        queries.update_profiles(store, conn, rows.rename({"pid": "id"}), state.now, entity)
     # Changed profiles first: they were stored before the batch, so they claim a value first.
     queries.release_identities(store, conn, plan.releases, entity)
     queries.claim_identities(store, conn, plan.claims, entity)

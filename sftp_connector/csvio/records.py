@@ -251,12 +251,17 @@ def batched(text: Path, layout: Layout, options: models.Csv, label: str, batch_r
 
 def _chunks(text: Path, offset: int, quote: str, batch_rows: int) -> Iterator[bytes]:
     """Given the UTF-8 file and where its data starts, yield runs of whole records, about
-    batch_rows each, each cut at a newline after an even number of quotes."""
+    batch_rows each, each cut at a newline after an even number of quotes.
+
+    The first runs are smaller (an eighth, a quarter, a half): a merge's stages work on
+    different batches at once, and small first batches get them all working sooner.
+    """
     needle = quote.encode()
     with text.open("rb") as file:
         file.seek(offset)
         sample = file.read(BLOCK)
-        base = size = max(1, batch_rows * len(sample) // max(sample.count(b"\n"), 1))
+        base = max(1, batch_rows * len(sample) // max(sample.count(b"\n"), 1))
+        step = size = max(1, base // 8)
         while True:
             file.seek(offset)
             block = file.read(size)
@@ -267,7 +272,8 @@ def _chunks(text: Path, offset: int, quote: str, batch_rows: int) -> Iterator[by
             cut = _cut(block, needle, force=size >= 8 * max(base, BLOCK))
             if cut:
                 yield block[:cut]
-            offset, size = offset + cut, base if cut else 2 * size
+                step = min(base, 2 * step)
+            offset, size = offset + cut, step if cut else 2 * size
 
 
 def _cut(data: bytes, quote: bytes, *, force: bool) -> int:

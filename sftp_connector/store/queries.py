@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sftp_connector import rowkeys
+from sftp_connector.errors import StoreError
 from sftp_connector.store import models
 from sftp_connector.store.db import Store
 
@@ -188,6 +189,52 @@ def insert_profiles(store: Store, conn: Connection, frame: pl.DataFrame, entity:
     store.rows_into(conn, entity.table, frame)
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Rows of a frame as DB-API parameters (SQLite), built on one thread to be bound on another: binding is
+    all the writer then does per row. The first parameter of each row is the time it is written at."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def prepared(frame: pl.DataFrame, now: float) -> Prepared:
+    """Given a frame, return its rows as parameters, each led by `now`."""
+    # A few thousand rows at a time: building them holds the GIL, which the writer binding rows needs too.
+    rows = frame.select(pl.lit(now, pl.Float64).alias("\x1fnow"), pl.all()).iter_rows(buffer_size=2048)
+    return Prepared(frame.columns, list(rows))
+
+
+def append_profiles(conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> int:
+    """Given new profiles' columns as prepared rows (SQLite; `now` stamps them created and updated), insert them
+    in order with consecutive new ids; return the first id.
+
+    SQLite gives a row without an id the table's highest plus one, so the rows carry none. An
+    erased profile's id is never given again: above an erased one, the first row is given its id.
+    Raise StoreError if the ids did not come out consecutive.
+    """
+    if not rows.rows:
+        return 0
+    top, erased = conn.exec_driver_sql(f"SELECT COALESCE((SELECT MAX(id) FROM {entity.table}), 0), "
+                                       "COALESCE((SELECT MAX(id) FROM erased_profile), 0)").one()
+    first, todo = max(top, erased) + 1, iter(rows.rows)
+    names = ", ".join(rows.columns)
+    marks = ", ".join(f"?{n}" for n in range(2, len(rows.columns) + 2))
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        if erased > top:
+            cursor.execute(f"INSERT INTO {entity.table} (id, created_at, updated_at, {names}) "
+                           f"VALUES ({first}, ?1, ?1, {marks})", next(todo))
+        cursor.executemany(f"INSERT INTO {entity.table} (created_at, updated_at, {names}) VALUES (?1, ?1, {marks})",
+                           todo)
+    finally:
+        cursor.close()
+    last, wanted = conn.exec_driver_sql(f"SELECT MAX(id) FROM {entity.table}").scalar(), first + len(rows.rows) - 1
+    if last != wanted:
+        raise StoreError(f"new profiles' ids are not consecutive: up to {last}, not {first}..{wanted}")
+    return first
+
+
 def update_profiles(
     store: Store, conn: Connection, frame: pl.DataFrame, now: float, entity: Entity = PROFILES
 ) -> None:
@@ -196,15 +243,24 @@ def update_profiles(
         return
     columns = frame.columns[1:]
     if store.is_sqlite:
-        sets = ", ".join(f"{c} = ?" for c in columns)
-        store.executemany(conn, f"UPDATE {entity.table} SET {sets}, updated_at = ? WHERE id = ?",
-                          ((*row[1:], now, row[0]) for row in frame.iter_rows()))
+        update_prepared(conn, prepared(frame, now), entity)
         return
     store.rows_into(conn, "profile_change", frame, temp=True, analyze=True)
     sets = ", ".join(f"{c} = t.{c}" for c in columns)
     with _probing(conn):
         conn.execute(sa.text(f"UPDATE {entity.table} p SET {sets}, updated_at = :now FROM profile_change t "
                              "WHERE p.id = t.id"), {"now": now})
+
+
+def update_prepared(conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> None:
+    """Given prepared rows of (id, property columns) (SQLite), write those columns of those profiles and stamp
+    them updated."""
+    sets = ", ".join(f"{c} = ?{n}" for n, c in enumerate(rows.columns[1:], start=3))
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(f"UPDATE {entity.table} SET {sets}, updated_at = ?1 WHERE id = ?2", rows.rows)
+    finally:
+        cursor.close()
 
 
 @contextlib.contextmanager

@@ -134,6 +134,21 @@ def test_overwrite_refuses_to_clear_too_much_unless_forced(deployment: Deploymen
     assert people["p5@x.com"]["properties"] == {"email": ["p5@x.com"], "points": [0]}
 
 
+def test_the_newest_profiles_erased_id_is_never_given_again(deployment: Deployment) -> None:
+    deployment.write_goal("crm", {**CRM, "delete_when": {"field": "deleted", "equals": "true"}})
+    header = "email,tier,points,tags,household,deleted\n"
+    deployment.put_encrypted("in/crm/crm_1.csv.gpg", header + "a@x.com,gold,1,,,\nb@x.com,gold,1,,,\n", mtime=OLD)
+    assert deployment.run().status == "success"
+    newest = by_email(deployment)["b@x.com"]["id"]
+    deployment.put_encrypted("in/crm/crm_2.csv.gpg", header + "b@x.com,,,,,true\n", mtime=OLD)
+    assert deployment.run().status == "success"
+    deployment.put_encrypted("in/crm/crm_3.csv.gpg", header + "c@x.com,gold,1,,,\nd@x.com,gold,1,,,\n", mtime=OLD)
+    assert deployment.run().status == "success"
+    ids = {email: p["id"] for email, p in by_email(deployment).items()}
+    assert list(ids) == ["a@x.com", "c@x.com", "d@x.com"]
+    assert newest < ids["c@x.com"] < ids["d@x.com"]
+
+
 def test_erasure_then_a_remention_makes_a_new_profile(deployment: Deployment) -> None:
     deployment.write_goal("crm", {**CRM, "delete_when": {"field": "deleted", "equals": "true"},
                                   "events": [{"type": "visit", "id": "visit", "properties": {"tier": "tier"}}]})

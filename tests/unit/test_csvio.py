@@ -312,6 +312,13 @@ def test_batches_give_the_rows_of_read_with_continuous_numbers(tmp_path: Path) -
         seen += part.rows_read
 
 
+def test_the_first_batches_are_an_eighth_a_quarter_and_a_half(tmp_path: Path) -> None:
+    heights = [part.rows_read for part in batches(tmp_path, sample_file(4000), batch_rows=400)]
+    assert sum(heights) == 4000
+    assert [round(h / 50) for h in heights[:3]] == [1, 2, 4]  # about 50, 100 and 200 rows
+    assert all(350 <= h <= 450 for h in heights[3:-1])
+
+
 def test_big_runs_are_halved_around_bad_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = read(tmp_path, sample_file(2000))
     monkeypatch.setattr(csvio.records, "_SLOW_BYTES", 200)  # so that these small runs are halved too
