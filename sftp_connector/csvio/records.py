@@ -23,6 +23,7 @@ from sftp_connector import errors
 from sftp_connector.config import models
 from sftp_connector.csvio.decode import BLOCK, ROW, UTF8_HINT, Feed, Layout
 
+_RAMP_FROM = 1 << 20  # bytes a run: smaller batches start at their full size (they fill the stages at once)
 _SLOW_BYTES = 1 << 22  # runs of records larger than this are halved before taking the slow path
 _PREVIEW = 200  # characters of a rejected record kept in its RowReject
 MAX_FIELD = 131_072
@@ -253,15 +254,15 @@ def _chunks(text: Path, offset: int, quote: str, batch_rows: int) -> Iterator[by
     """Given the UTF-8 file and where its data starts, yield runs of whole records, about
     batch_rows each, each cut at a newline after an even number of quotes.
 
-    The first runs are smaller (an eighth, a quarter, a half): a merge's stages work on
-    different batches at once, and small first batches get them all working sooner.
+    Runs of a megabyte or more start smaller (an eighth, a quarter, a half): a merge's stages
+    work on different batches at once, and small first batches get them all working sooner.
     """
     needle = quote.encode()
     with text.open("rb") as file:
         file.seek(offset)
         sample = file.read(BLOCK)
         base = max(1, batch_rows * len(sample) // max(sample.count(b"\n"), 1))
-        step = size = max(1, base // 8)
+        step = size = base if base < _RAMP_FROM else base // 8
         while True:
             file.seek(offset)
             block = file.read(size)
