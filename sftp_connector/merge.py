@@ -697,12 +697,12 @@ def _store(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> None
     identity index and the applied rows' records; new profiles get their ids here."""
     entity = state.ctx.entity
     if plan.rows is not None and plan.patch_rows is not None:
-        first = queries.append_profiles(conn, plan.rows, entity)
+        first = queries.append_profiles(store, conn, plan.rows, entity)
         new_ids = range(first, first + len(plan.rows.rows))
         for prepared in plan.patch_rows:
-            queries.update_prepared(conn, prepared, entity)
+            queries.update_prepared(store, conn, prepared, entity)
     else:
-        new_ids = queries.reserve_profile_ids(store, conn, plan.new.height, entity)
+        new_ids = queries.reserve_profile_ids(conn, plan.new.height, entity)
         first = new_ids[0] if new_ids else 0
         queries.insert_profiles(store, conn, _real(plan.new, "pid", first).rename({"pid": "id"}), entity)
         for rows in plan.patches:

@@ -164,15 +164,10 @@ def pages(
         last = rows[-1][0]
 
 
-def reserve_profile_ids(store: Store, conn: Connection, count: int, entity: Entity = PROFILES) -> list[int]:
-    """Given a count, return that many new profile ids (the caller holds the write lock on SQLite)."""
+def reserve_profile_ids(conn: Connection, count: int, entity: Entity = PROFILES) -> list[int]:
+    """Given a count, return that many new profile ids (PostgreSQL: SQLite's come with append_profiles)."""
     if count == 0:
         return []
-    if store.is_sqlite:
-        # An erased profile's id is never given again.
-        top = conn.exec_driver_sql(f"SELECT MAX(COALESCE((SELECT MAX(id) FROM {entity.table}), 0), "
-                                   "COALESCE((SELECT MAX(id) FROM erased_profile), 0))").scalar() or 0
-        return list(range(top + 1, top + 1 + count))
     # Every allocation takes this lock, so a block of `count` ids can be claimed at once. It is
     # released with the transaction (never left held by an error); imports that create
     # profiles therefore commit one after another, as they do on SQLite.
@@ -205,7 +200,7 @@ def prepared(frame: pl.DataFrame, now: float) -> Prepared:
     return Prepared(frame.columns, list(rows))
 
 
-def append_profiles(conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> int:
+def append_profiles(store: Store, conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> int:
     """Given new profiles' columns as prepared rows (SQLite; `now` stamps them created and updated), insert them
     in order with consecutive new ids; return the first id.
 
@@ -220,15 +215,11 @@ def append_profiles(conn: Connection, rows: Prepared, entity: Entity = PROFILES)
     first, todo = max(top, erased) + 1, iter(rows.rows)
     names = ", ".join(rows.columns)
     marks = ", ".join(f"?{n}" for n in range(2, len(rows.columns) + 2))
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        if erased > top:
-            cursor.execute(f"INSERT INTO {entity.table} (id, created_at, updated_at, {names}) "
-                           f"VALUES ({first}, ?1, ?1, {marks})", next(todo))
-        cursor.executemany(f"INSERT INTO {entity.table} (created_at, updated_at, {names}) VALUES (?1, ?1, {marks})",
-                           todo)
-    finally:
-        cursor.close()
+    if erased > top:
+        store.executemany(conn, f"INSERT INTO {entity.table} (id, created_at, updated_at, {names}) "
+                                f"VALUES ({first}, ?1, ?1, {marks})", [next(todo)])
+    store.executemany(conn, f"INSERT INTO {entity.table} (created_at, updated_at, {names}) VALUES (?1, ?1, {marks})",
+                      todo)
     last, wanted = conn.exec_driver_sql(f"SELECT MAX(id) FROM {entity.table}").scalar(), first + len(rows.rows) - 1
     if last != wanted:
         raise StoreError(f"new profiles' ids are not consecutive: up to {last}, not {first}..{wanted}")
@@ -243,7 +234,7 @@ def update_profiles(
         return
     columns = frame.columns[1:]
     if store.is_sqlite:
-        update_prepared(conn, prepared(frame, now), entity)
+        update_prepared(store, conn, prepared(frame, now), entity)
         return
     store.rows_into(conn, "profile_change", frame, temp=True, analyze=True)
     sets = ", ".join(f"{c} = t.{c}" for c in columns)
@@ -252,15 +243,11 @@ def update_profiles(
                              "WHERE p.id = t.id"), {"now": now})
 
 
-def update_prepared(conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> None:
+def update_prepared(store: Store, conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> None:
     """Given prepared rows of (id, property columns) (SQLite), write those columns of those profiles and stamp
     them updated."""
     sets = ", ".join(f"{c} = ?{n}" for n, c in enumerate(rows.columns[1:], start=3))
-    cursor = conn.connection.driver_connection.cursor()
-    try:
-        cursor.executemany(f"UPDATE {entity.table} SET {sets}, updated_at = ?1 WHERE id = ?2", rows.rows)
-    finally:
-        cursor.close()
+    store.executemany(conn, f"UPDATE {entity.table} SET {sets}, updated_at = ?1 WHERE id = ?2", rows.rows)
 
 
 @contextlib.contextmanager

@@ -102,12 +102,17 @@ def customers(numbers: list[int], name: str = "Name", points: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
+def loaded(deployment: Deployment, count: int) -> None:
+    """Write the goal and import `count` customers (the store the test's next file meets)."""
+    deployment.write_goal("mixed", GOAL)
+    deployment.put("in/mixed.csv", customers(list(range(count))), mtime=time.time() - 3600)
+    assert deployment.run().status == "success"
+
+
 def test_disjoint_batches_are_read_while_the_previous_batch_is_written(
     deployment: Deployment, reads: list[tuple[int, int]]
 ) -> None:
-    deployment.write_goal("mixed", GOAL)
-    deployment.put("in/mixed.csv", customers(list(range(40))), mtime=time.time() - 3600)
-    assert deployment.run().status == "success"
+    loaded(deployment, 40)
     deployment.put("in/mixed.csv", customers(list(range(40)), name="New", points=5), mtime=time.time() - 3000)
     assert deployment.run().status == "success"
     # Ten batches or more each, none read again; the second file's all read beside the writes (the first's
@@ -143,9 +148,7 @@ def test_a_batch_that_reads_what_the_previous_one_writes_is_read_again_after_the
 def test_a_failed_write_on_the_writer_thread_fails_the_file_and_writes_nothing(
     deployment: Deployment, reads: list[tuple[int, int]]
 ) -> None:
-    deployment.write_goal("mixed", GOAL)
-    deployment.put("in/mixed.csv", customers(list(range(3))), mtime=time.time() - 3600)
-    assert deployment.run().status == "success"
+    loaded(deployment, 3)
     before = snapshot(deployment)
     # A real database error in the third batch's write: the rows it remembers are refused.
     engine = sa.create_engine(deployment.store_url)
@@ -174,9 +177,7 @@ def test_a_failed_write_on_the_writer_thread_fails_the_file_and_writes_nothing(
 def test_a_batch_read_beside_the_writes_that_finds_what_the_file_changed_is_read_again(
     deployment: Deployment, reads: list[tuple[int, int]]
 ) -> None:
-    deployment.write_goal("mixed", GOAL)
-    deployment.put("in/mixed.csv", customers(list(range(12))), mtime=time.time() - 3600)
-    assert deployment.run().status == "success"
+    loaded(deployment, 12)
     lines = ["email,id,name,phone,fax,tags,points",
              "c0@x.com,C0,Zero,,,x,1", "c1@x.com,C1,One,,,x,1", "c2@x.com,C2,Two,,,x,1", "c3@x.com,C3,Three,,,x,1",
              "c4@x.com,C4,Four,,,x,1", "c5@x.com,C5,Five,,,x,1", "c6@x.com,C6,Six,,,x,1", "c7@x.com,C7,Seven,,,x,1",
