@@ -24,10 +24,10 @@ import polars as pl
 
 from sftp_connector.config import models
 from sftp_connector.csvio import decode, records
-from sftp_connector.csvio.decode import ROW
+from sftp_connector.csvio.decode import ROW, Source
 from sftp_connector.csvio.records import CsvData
 
-__all__ = ["ROW", "CsvData", "batches", "read", "write"]
+__all__ = ["ROW", "CsvData", "Source", "batches", "read", "write"]
 
 
 def read(path: Path, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path) -> CsvData:
@@ -48,10 +48,12 @@ def read(path: Path, options: models.Csv, *, label: str, max_bytes: int, work_di
 
 
 def batches(
-    path: Path, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path, batch_rows: int = 250_000
+    path: Source, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path, batch_rows: int = 250_000
 ) -> Iterator[CsvData]:
     """Given the arguments of `read`, yield at least one batch of about batch_rows rows each, `_row`
-    going on across batches; temps live until the generator ends. Raise as `read` does, when iterated."""
+    going on across batches; temps live until the generator ends. Raise as `read` does, when iterated.
+
+    path may be a file still being written, given as how to open it (see `decode.Source`)."""
     with contextlib.ExitStack() as temps:
         text = decode.prepare(path, options, label=label, max_bytes=max_bytes, work_dir=work_dir, temps=temps)
         yield from records.batched(text, decode.layout(text, options, label), options, label, batch_rows)

@@ -21,10 +21,10 @@ import tempfile
 import zipfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, overload
 
 from sftp_connector import errors
 from sftp_connector.config import models
@@ -35,6 +35,14 @@ _MAGIC = {"gzip": rb"\x1f\x8b", "bz2": rb"BZh[1-9](1AY&SY|\x17rE8P\x90)", "zip":
 _CORRUPT = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError)
 UTF8_HINT = "not valid utf-8; set csv.encoding, e.g. cp1252"
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+Source = Path | Callable[[], IO[bytes]]
+"""A local file, or how to open one still being written (a decryption under way: a read waits for its bytes)."""
+
+
+def open_source(source: Source) -> IO[bytes]:
+    """Given a Source, return it opened for reading bytes."""
+    return source.open("rb") if isinstance(source, Path) else source()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +76,24 @@ class Feed:
 
 
 # ── decompress and transcode ─────────────────────────────────────────────────────────
+@overload
+def prepare(path: Path, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path,
+            temps: contextlib.ExitStack) -> Path: ...
+@overload
+def prepare(path: Source, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path,
+            temps: contextlib.ExitStack) -> Source: ...
 def prepare(
-    path: Path, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path, temps: contextlib.ExitStack
-) -> Path:
+    path: Source, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path, temps: contextlib.ExitStack
+) -> Source:
     """Given the local file, return it as plain UTF-8: itself or a temp. Raise errors.InputError if
-    it is too big, corrupt, or not in the declared encoding."""
+    it is too big, corrupt, or not in the declared encoding. (A file still being written is
+    held to max_bytes by its writer.)"""
     kind = options.compression
     if kind == "auto":
-        with path.open("rb") as file:
+        with open_source(path) as file:
             head = file.read(10)
         kind = next((found for found, magic in _MAGIC.items() if re.match(magic, head)), "none")
-    if kind == "none" and path.stat().st_size > max_bytes:
+    if kind == "none" and isinstance(path, Path) and path.stat().st_size > max_bytes:
         raise errors.InputError(f"file size exceeds max_file_bytes ({max_bytes} bytes)", file=label)
     if kind != "none":
         plain = _temp(work_dir, temps)
@@ -87,7 +102,7 @@ def prepare(
     if codecs.lookup(options.encoding).name not in ("utf-8", "utf-8-sig"):
         utf8 = _temp(work_dir, temps)
         _transcode(path, utf8, options, label)
-        if kind != "none":
+        if isinstance(path, Path) and kind != "none":
             path.unlink()  # free the disk early: the decompressed copy is no longer needed
         path = utf8
     return path
@@ -103,13 +118,21 @@ def _temp(work_dir: Path, temps: contextlib.ExitStack) -> Path:
 
 
 @contextlib.contextmanager
-def _opened(path: Path, kind: str, label: str) -> Iterator[IO[bytes]]:
+def _opened(source: Source, kind: str, label: str) -> Iterator[IO[bytes]]:
     """Given a compressed file, yield its content. Raise errors.InputError if a zip holds not one file."""
-    if kind != "zip":
-        with gzip.open(path, "rb") if kind == "gzip" else bz2.open(path, "rb") as stream:
+    with open_source(source) as raw:
+        if kind != "zip":
+            with gzip.open(raw, "rb") if kind == "gzip" else bz2.open(raw, "rb") as stream:
+                yield stream
+            return
+        with _unzipped(raw, label) as stream:
             yield stream
-        return
-    with zipfile.ZipFile(path) as archive:
+
+
+@contextlib.contextmanager
+def _unzipped(raw: IO[bytes], label: str) -> Iterator[IO[bytes]]:
+    """Given a zip archive, yield its one file's content. Raise errors.InputError if it holds not one file."""
+    with zipfile.ZipFile(raw) as archive:
         members = [info for info in archive.infolist() if not info.is_dir()]
         if len(members) != 1:
             raise errors.InputError(f"zip archive must hold exactly one file, found {len(members)}", file=label)
@@ -117,7 +140,7 @@ def _opened(path: Path, kind: str, label: str) -> Iterator[IO[bytes]]:
             yield stream
 
 
-def _decompress(src: Path, dst: Path, kind: str, *, label: str, max_bytes: int) -> None:
+def _decompress(src: Source, dst: Path, kind: str, *, label: str, max_bytes: int) -> None:
     """Given a compressed file, write its content to dst, stopping as soon as it passes max_bytes.
     Raise errors.InputError if it is corrupt or too big."""
     total = 0
@@ -134,13 +157,13 @@ def _decompress(src: Path, dst: Path, kind: str, *, label: str, max_bytes: int) 
         raise errors.InputError(f"cannot decompress ({kind}): {exc}", file=label) from exc
 
 
-def _transcode(src: Path, dst: Path, options: models.Csv, label: str) -> None:
+def _transcode(src: Source, dst: Path, options: models.Csv, label: str) -> None:
     """Given a file in csv.encoding, write it to dst as UTF-8, streamed. Raise errors.InputError
     naming the record (else the byte offset) of the first invalid bytes."""
     decoder = codecs.getincrementaldecoder(options.encoding)("strict")
     offset = 0
     try:
-        with src.open("rb") as source, dst.open("w", encoding="utf-8", newline="") as out:
+        with open_source(src) as source, dst.open("w", encoding="utf-8", newline="") as out:
             while True:
                 block = source.read(BLOCK)
                 try:
@@ -184,10 +207,10 @@ def _record_at_end(text: Path, options: models.Csv) -> str | None:
 
 
 # ── header ───────────────────────────────────────────────────────────────────────────
-def layout(text: Path, options: models.Csv, label: str) -> Layout:
+def layout(text: Source, options: models.Csv, label: str) -> Layout:
     """Given the UTF-8 file, return its column names and where its data records start. Raise
     errors.InputError if the header row is missing or unreadable, or a name is empty or doubled."""
-    with text.open("rb") as file:
+    with open_source(text) as file:
         start = len(codecs.BOM_UTF8) if file.read(3) == codecs.BOM_UTF8 else 0
         if not options.header:
             return Layout(_checked(options.columns or [], "csv.columns", label), 0, start)

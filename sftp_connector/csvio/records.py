@@ -21,7 +21,7 @@ import polars as pl
 
 from sftp_connector import errors
 from sftp_connector.config import models
-from sftp_connector.csvio.decode import BLOCK, ROW, UTF8_HINT, Feed, Layout
+from sftp_connector.csvio.decode import BLOCK, ROW, UTF8_HINT, Feed, Layout, Source, open_source
 
 _RAMP_FROM = 1 << 20  # bytes a run: smaller batches start at their full size (they fill the stages at once)
 _SLOW_BYTES = 1 << 22  # runs of records larger than this are halved before taking the slow path
@@ -239,7 +239,7 @@ def _records(feed: Feed, options: models.Csv, width: int) -> Iterator[tuple[list
 
 
 # ── batches ──────────────────────────────────────────────────────────────────────────
-def batched(text: Path, layout: Layout, options: models.Csv, label: str, batch_rows: int) -> Iterator[CsvData]:
+def batched(text: Source, layout: Layout, options: models.Csv, label: str, batch_rows: int) -> Iterator[CsvData]:
     """Given the UTF-8 file, yield its rows in batches of about batch_rows (at least one batch)."""
     first_row = 1
     for chunk in _chunks(text, layout.offset, options.quote, batch_rows):
@@ -250,7 +250,7 @@ def batched(text: Path, layout: Layout, options: models.Csv, label: str, batch_r
         yield _span(b"", layout, options, label, first_row)
 
 
-def _chunks(text: Path, offset: int, quote: str, batch_rows: int) -> Iterator[bytes]:
+def _chunks(text: Source, offset: int, quote: str, batch_rows: int) -> Iterator[bytes]:
     """Given the UTF-8 file and where its data starts, yield runs of whole records, about
     batch_rows each, each cut at a newline after an even number of quotes.
 
@@ -258,7 +258,7 @@ def _chunks(text: Path, offset: int, quote: str, batch_rows: int) -> Iterator[by
     work on different batches at once, and small first batches get them all working sooner.
     """
     needle = quote.encode()
-    with text.open("rb") as file:
+    with open_source(text) as file:
         file.seek(offset)
         sample = file.read(BLOCK)
         base = max(1, batch_rows * len(sample) // max(sample.count(b"\n"), 1))

@@ -7,6 +7,7 @@ the store has committed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -114,13 +115,22 @@ def import_file(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileR
 
 @dataclass(frozen=True, slots=True)
 class Local:
-    """A downloaded file of the set: its entry, its remote file, its plaintext and who signed it."""
+    """A downloaded file of the set: its entry, its remote file, its plaintext and who signed it.
+
+    While `decryption` is set, gpg is still writing `plain`: read it through `source`, and trust
+    nothing of it (commit nothing, write no rejects) before `_verified` returned."""
 
     entry: models.FileEntry
     remote: sftp.RemoteFile
     sha256: str
     plain: Path | None = None
     signer: str | None = None
+    decryption: pgp.Decryption | None = None
+
+    @property
+    def source(self) -> csvio.Source:
+        assert self.plain is not None
+        return self.decryption.open if self.decryption is not None else self.plain
 
 
 def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileResult]:
@@ -131,16 +141,20 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
         for d in downloaded:
             _refresh_listing(ctx, job.records.get(d.remote.path), d.remote, job.candidate.listed_at)
         return [FileResult(d.remote.path, "skipped_unchanged", d.sha256) for d in downloaded]
-    plain = [replace(d, **dict(zip(("plain", "signer"), _decrypt(ctx, job.goal, _local(ctx, d.remote), d),
-                                   strict=True))) for d in downloaded]
-    failpoints.reached("after-decrypt")
+    # A lone file is merged while gpg decrypts it, unless a signature is required: then no row is read before
+    # the signature is checked. Linked files are joined whole.
+    if len(downloaded) == 1 and not ctx.config.connector.pgp.decrypt.require_signature_from:
+        plain = [_decrypting(ctx, job.goal, downloaded[0])]
+    else:
+        plain = [_verified(_decrypting(ctx, job.goal, d)) for d in downloaded]
     try:
-        results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
+        with _decryption_failures_first(plain):
+            results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
     except GoalError as exc:  # reading names a file by its bare name (as rejects do): say its remote path
         exc.file = {d.remote.name: d.remote.path for d in plain}.get(exc.file or "", exc.file)
         raise
     for result, d in zip(results, plain, strict=True):
-        result.signer = d.signer
+        result.signer = _verified(d).signer
     if results[0].status == "imported":
         for d in plain:
             _after_import(ctx, job.goal, d.remote)
@@ -155,9 +169,7 @@ def fetch(
 ) -> Local:
     """Given a listed file of the goal, download and decrypt it into the run's work folder (as `preview`
     needs); the caller removes it. Raise GoalError if a stage fails."""
-    downloaded = _download(ctx, goal, entry, remote)
-    plain, signer = _decrypt(ctx, goal, _local(ctx, remote), downloaded)
-    return replace(downloaded, plain=plain, signer=signer)
+    return _verified(_decrypting(ctx, goal, _download(ctx, goal, entry, remote)))
 
 
 def _local(ctx: RunContext, remote: sftp.RemoteFile) -> Path:
@@ -175,12 +187,12 @@ def _download(
     return Local(entry, remote, sha256_of(local))
 
 
-def _decrypt(
-    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, local: Path, downloaded: Local
-) -> tuple[Path, str | None]:
-    """Return the plaintext file and its signer; a plaintext file is returned as it is."""
+def _decrypting(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, downloaded: Local) -> Local:
+    """Start decrypting the downloaded file; return it with its plaintext being written (see `Local`).
+    A plaintext file is returned as it is. Raise GoalError if it cannot be decrypted here."""
+    local = _local(ctx, downloaded.remote)
     if not pgp.looks_encrypted(local):
-        return local, None
+        return replace(downloaded, plain=local)
     settings = ctx.config.connector.pgp
     if not settings.enabled:
         raise InputError("the file is OpenPGP-encrypted but pgp.enabled is false: enable pgp and configure "
@@ -188,13 +200,56 @@ def _decrypt(
     passphrase = settings.decrypt.passphrase.get_secret_value() if settings.decrypt.passphrase else None
     plain = local.with_name(local.name + ".plain")
     try:
-        outcome = pgp.decrypt(ctx.keyring(), local, plain, passphrase=passphrase,
-                              require_signers=settings.decrypt.require_signature_from, max_bytes=goal.max_file_bytes)
+        decryption = pgp.Decryption(ctx.keyring(), local, plain, passphrase=passphrase, max_bytes=goal.max_file_bytes,
+                                    require_signers=settings.decrypt.require_signature_from)
     except GoalError as exc:
         exc.file = downloaded.remote.path  # not the local temp copy pgp was given: that means nothing to operators
         raise
-    local.unlink(missing_ok=True)
-    return plain, outcome.signer or outcome.signer_key_id
+    return replace(downloaded, plain=plain, decryption=decryption)
+
+
+def _verified(d: Local) -> Local:
+    """Given a file, wait for its decryption if one is under way; return it with its signer. Raise
+    GoalError if gpg failed: the file is not to be trusted (bad signature, altered data, too big)."""
+    if d.decryption is None:
+        return d
+    try:
+        outcome = d.decryption.wait()
+    except GoalError as exc:
+        exc.file = d.remote.path
+        raise
+    assert d.plain is not None
+    d.plain.with_suffix("").unlink(missing_ok=True)  # the encrypted download: free the disk early
+    failpoints.reached("after-decrypt")
+    return replace(d, signer=outcome.signer or outcome.signer_key_id, decryption=None)
+
+
+@contextlib.contextmanager
+def _decryption_failures_first(locals_: list[Local]) -> Iterator[None]:
+    """A merge that fails while gpg still decrypts waits for gpg: if gpg failed too, its error is the
+    file's (the rows of an altered file mean nothing). A shutdown or a crash stops gpg instead."""
+    try:
+        yield
+    except Interrupted:
+        _stop_decryptions(locals_)
+        raise
+    except GoalError as exc:
+        for d in locals_:
+            try:
+                _verified(d)
+            except GoalError as failed:
+                if failed is not exc:
+                    raise failed from exc
+        raise
+    except BaseException:
+        _stop_decryptions(locals_)
+        raise
+
+
+def _stop_decryptions(locals_: list[Local]) -> None:
+    for d in locals_:
+        if d.decryption is not None:
+            d.decryption.stop()
 
 
 def _record(conn: Any, job: FileJob, d: Local, run: str, now: float) -> int:
@@ -236,6 +291,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         assert state is not None
         pipeline.flush()
         _stop_if_asked(ctx)  # the writes of the last batches were under way until now
+        _verified(d)  # gpg's signature and integrity checks: nothing of the file is kept before them
         _write_rejects(ctx, d.remote.path, [*rejects, *state.rejects])
         _check_reject_ratio(goal, state.counts)
         if goal.write_mode == "overwrite":
@@ -253,8 +309,7 @@ def _stop_if_asked(ctx: RunContext) -> None:
 
 def _processed_batches(ctx: RunContext, job: FileJob, d: Local) -> Iterator[tuple[csvio.CsvData, processors.Processed]]:
     """The file's batches, read and run through the goal's processors (the next one while this one merges)."""
-    assert d.plain is not None
-    for data in csvio.batches(d.plain, job.goal.csv, label=d.remote.name, max_bytes=job.goal.max_file_bytes,
+    for data in csvio.batches(d.source, job.goal.csv, label=d.remote.name, max_bytes=job.goal.max_file_bytes,
                               work_dir=ctx.work_dir, batch_rows=BATCH_ROWS):
         yield data, processors.run(job.steps, data.frame, label=d.remote.name)
 

@@ -20,9 +20,12 @@ This module decrypts and encrypts files and turns gpg's status lines into operat
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +35,14 @@ from sftp_connector import errors
 from sftp_connector.pgp import keys
 from sftp_connector.pgp.keys import KeyInfo, Keyring, import_keys, list_keys, open_keyring, stop_agent
 
-__all__ = ["ENCRYPTED_SUFFIXES", "Decrypted", "KeyInfo", "Keyring", "decrypt", "encrypt", "import_keys",
+__all__ = ["ENCRYPTED_SUFFIXES", "Decrypted", "Decryption", "KeyInfo", "Keyring", "decrypt", "encrypt", "import_keys",
            "list_keys", "looks_encrypted", "open_keyring", "stop_agent"]
 
 logger = logging.getLogger(__name__)
 
 ENCRYPTED_SUFFIXES = (".gpg", ".pgp", ".asc")
 _GPG_ERR_BAD_PASSPHRASE = 11
+BLOCK = 1 << 20  # plaintext bytes between flushes that readers of a running decryption see
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,19 +86,86 @@ def decrypt(keyring: Keyring, src: Path, dst: Path, *, passphrase: str | None,
     Raise CryptoError if it cannot be decrypted, its signature is bad or not from one of
     require_signers; InputError if the plaintext exceeds max_bytes (dst is then removed).
     """
-    passphrase = passphrase or None  # python-gnupg would read "" from the data stream
-    with _atomic(dst, what="the decrypted file") as (out, tmp):
-        sink = _Sink(out, max_bytes, keyring.gpg)
-        result = _run_decrypt(keyring, src, passphrase, sink)
-        if sink.exceeded:
-            dst.unlink(missing_ok=True)
-            raise errors.InputError(f"decrypted size exceeds max_file_bytes ({max_bytes})", file=str(src))
-        if sink.failure is not None:
-            raise _write_failed("the decrypted file", tmp, sink.failure, src) from sink.failure
-        decrypted = _decryption_outcome(result, src, passphrase)
-        _check_signers(decrypted, require_signers, src)
-    logger.debug("decrypted %s (%d bytes, signer %s)", src, sink.written, decrypted.signer or decrypted.signer_key_id)
-    return decrypted
+    return Decryption(keyring, src, dst, passphrase=passphrase, require_signers=require_signers,
+                      max_bytes=max_bytes).wait()
+
+
+class Decryption:
+    """`decrypt` on a thread of its own: `open` reads the plaintext while gpg still writes it.
+
+    Nothing read before `wait` returned may be trusted or kept: the signature and OpenPGP's
+    integrity check come at the end of the data. The caller reads it into a transaction and
+    commits only after `wait`; `wait` raises as `decrypt` does.
+    """
+
+    def __init__(self, keyring: Keyring, src: Path, dst: Path, *, passphrase: str | None,
+                 require_signers: Sequence[str] = (), max_bytes: int | None = None) -> None:
+        if not src.is_file():
+            raise errors.InputError(f"file {src} not found", file=str(src))
+        self._progress = _Progress()
+        self._outcome: Decrypted | BaseException | None = None
+        self._sink: _Sink | None = None
+        self._stopping = threading.Event()
+        self._tmp: Path | None = None
+        self._dst = dst
+        args = (keyring, src, dst, passphrase or None, require_signers, max_bytes)  # "": gpg would read the data
+        self._thread = threading.Thread(target=self._run, args=args, name="decrypt", daemon=True)
+        self._thread.start()
+
+    def open(self) -> IO[bytes]:
+        """Return the plaintext as a file: a read waits for gpg to write that far (b"" once gpg is done).
+        Raise as `wait` does if gpg failed before it."""
+        self._progress.wait_started()
+        for path in (self._tmp, self._dst):  # the temp file is renamed to dst once gpg is done
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    return io.BufferedReader(_Growing(path.open("rb", buffering=0), self._progress), BLOCK)
+        self.wait()  # gpg failed: its temp file is gone
+        raise errors.InputError(f"the decrypted file {self._dst} is gone", file=str(self._dst))
+
+    def wait(self) -> Decrypted:
+        """Wait for gpg; return who signed the file. Raise as `decrypt` does."""
+        self._thread.join()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        assert self._outcome is not None
+        return self._outcome
+
+    def stop(self) -> None:
+        """Stop gpg, if it still runs, and wait for it: the plaintext is not wanted (a shutdown)."""
+        self._stopping.set()
+        if self._sink is not None:
+            self._sink.stop()
+        self._thread.join()
+
+    def _run(self, keyring: Keyring, src: Path, dst: Path, passphrase: str | None,
+             require_signers: Sequence[str], max_bytes: int | None) -> None:
+        try:
+            self._outcome = self._decrypt(keyring, src, dst, passphrase, require_signers, max_bytes)
+        except BaseException as exc:  # handed to wait()
+            self._outcome = exc
+        finally:
+            self._progress.finish()
+
+    def _decrypt(self, keyring: Keyring, src: Path, dst: Path, passphrase: str | None,
+                 require_signers: Sequence[str], max_bytes: int | None) -> Decrypted:
+        with _atomic(dst, what="the decrypted file") as (out, tmp):
+            self._tmp, sink = tmp, _Sink(out, max_bytes, keyring.gpg, self._progress)
+            self._sink, sink.stopped = sink, self._stopping.is_set()
+            self._progress.start()
+            result = _run_decrypt(keyring, src, passphrase, sink)
+            if sink.exceeded:
+                dst.unlink(missing_ok=True)
+                raise errors.InputError(f"decrypted size exceeds max_file_bytes ({max_bytes})", file=str(src))
+            if sink.stopped:
+                raise errors.CryptoError("decryption stopped", file=str(src))
+            if sink.failure is not None:
+                raise _write_failed("the decrypted file", tmp, sink.failure, src) from sink.failure
+            decrypted = _decryption_outcome(result, src, passphrase)
+            _check_signers(decrypted, require_signers, src)
+        logger.debug("decrypted %s (%d bytes, signer %s)", src, sink.written,
+                     decrypted.signer or decrypted.signer_key_id)
+        return decrypted
 
 
 def encrypt(keyring: Keyring, src: Path, dst: Path, *, recipients: Sequence[str], sign: bool = False,
@@ -123,43 +194,141 @@ def encrypt(keyring: Keyring, src: Path, dst: Path, *, recipients: Sequence[str]
 # ── decryption ───────────────────────────────────────────────────────────────────────
 
 
+class _Progress:
+    """How much plaintext is in the file for readers to see, and whether gpg is done."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._started = False
+        self.flushed = 0
+        self.done = False
+
+    def start(self) -> None:
+        with self._changed:
+            self._started = True
+            self._changed.notify_all()
+
+    def wait_started(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._started or self.done)
+
+    def advance(self, flushed: int) -> None:
+        with self._changed:
+            self.flushed = flushed
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        with self._changed:
+            self.done = True
+            self._changed.notify_all()
+
+    def wait_beyond(self, offset: int) -> bool:
+        """Wait until the file holds more than offset bytes or gpg is done; return whether gpg is done."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.done or self.flushed > offset)
+            return self.done
+
+
+class _Growing(io.RawIOBase):
+    """The plaintext file as gpg writes it: a read at its end waits for more, until gpg is done."""
+
+    def __init__(self, file: io.FileIO, progress: _Progress) -> None:
+        super().__init__()
+        self._file = file
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            count = self._file.readinto(buffer)
+            if count:
+                return count
+            if self._progress.wait_beyond(self._file.tell()) and not self._more():
+                return 0
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:  # the end is known once gpg is done
+            self._progress.wait_beyond(sys.maxsize)
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+    def _more(self) -> bool:
+        return os.fstat(self._file.fileno()).st_size > self._file.tell()
+
+
 @dataclass(slots=True)
 class _Sink:
-    """Receives gpg's plaintext chunks: writes them, counts them, stops gpg past the limit."""
+    """Receives gpg's plaintext chunks: writes them, counts them, stops gpg past the limit or when asked.
+
+    Every BLOCK bytes it flushes the file and tells readers how far it reaches."""
 
     out: IO[bytes]
     limit: int | None
     gpg: keys.Gpg
+    progress: _Progress | None = None
     written: int = 0
     exceeded: bool = False
+    stopped: bool = False
     failure: OSError | None = None
 
     def write(self, chunk: bytes) -> bool:
-        if self.exceeded or self.failure is not None or not chunk:
+        if self.stopped:
+            self._kill()
+        if self.exceeded or self.stopped or self.failure is not None:
+            return False
+        if not chunk:  # gpg's end of data
+            self._flush()
             return False
         self.written += len(chunk)
         if self.limit is not None and self.written > self.limit:
             self.exceeded = True  # a compression bomb: stop gpg rather than fill the disk
-            if self.gpg.process is not None:
-                self.gpg.process.kill()
+            self._kill()
             return False
         try:
             self.out.write(chunk)
         except OSError as exc:
             self.failure = exc
+        if self.progress is not None and self.written - self.progress.flushed >= BLOCK:
+            self._flush()
         return False  # False: python-gnupg keeps nothing in memory
+
+    def stop(self) -> None:
+        self.stopped = True
+        self._kill()
+
+    def _kill(self) -> None:
+        if self.gpg.process is not None:
+            self.gpg.process.kill()
+
+    def _flush(self) -> None:
+        try:
+            self.out.flush()
+        except OSError as exc:
+            self.failure = exc
+            return
+        if self.progress is not None:
+            self.progress.advance(self.written)
 
 
 def _run_decrypt(keyring: Keyring, src: Path, passphrase: str | None, sink: _Sink) -> Any:
     """Given a file and a sink, run gpg --decrypt into the sink; return the result. Raise CryptoError if gpg fails."""
-    if not src.is_file():
-        raise errors.InputError(f"file {src} not found", file=str(src))
     with keyring.lock:
         keyring.gpg.on_data = sink.write
         try:
             return keyring.gpg.decrypt_file(str(src), passphrase=passphrase, always_trust=True)
         except (OSError, ValueError) as exc:
-            if sink.exceeded:  # the killed gpg broke python-gnupg's input pipe
+            if sink.exceeded or sink.stopped:  # the killed gpg broke python-gnupg's input pipe
                 return None
             raise errors.CryptoError(_os_problem(exc, src), file=str(src)) from exc
         finally:

@@ -11,9 +11,13 @@ same way, and writes nothing either.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from tests.fixtures.connector import Deployment
+from tests.fixtures.connector import ROOT, Deployment
 from tests.hostile.helpers import OLD, cli_run, error_of, files_of, store_contents
 
 GOAL = """\
@@ -31,11 +35,12 @@ def rows(tag: str) -> str:
 
 
 def put_signed(deployment: Deployment, name: str, *, signer: str | None, recipient: str | None = None,
-               damage: str | None = None) -> None:
-    """Encrypt a one-row file as the partner would (to `recipient`, default the connector), damage it, drop it."""
+               damage: str | None = None, text: str | None = None) -> None:
+    """Encrypt a file as the partner would (to `recipient`, default the connector), damage it, drop it.
+    It holds one row named after the file unless text is given."""
     keys = deployment.keys
     plain, encrypted = deployment.dir / "plain.tmp", deployment.dir / "encrypted.tmp"
-    plain.write_text(rows(name.split(".")[0]))
+    plain.write_text(text or rows(name.split(".")[0]))
     keys.gpg_encrypt(plain, encrypted, recipient_fpr=recipient or keys.connector_fpr, sign_with=signer)
     data = encrypted.read_bytes()
     if damage == "truncate":
@@ -43,6 +48,8 @@ def put_signed(deployment: Deployment, name: str, *, signer: str | None, recipie
     elif damage == "flip":
         middle = len(data) // 2
         data = data[:middle] + bytes(b ^ 0x5A for b in data[middle:middle + 16]) + data[middle + 16:]
+    elif damage == "flip_end":
+        data = data[:-40] + bytes(b ^ 0x5A for b in data[-40:-24]) + data[-24:]
     deployment.put(f"in/{name}", data, mtime=OLD)
     plain.unlink()
     encrypted.unlink()
@@ -106,4 +113,61 @@ def test_each_broken_or_unexpected_file_fails_alone_and_writes_nothing(
     good = statuses["customers_7_good.csv.gpg"]
     assert good[0] == "failed" and good[1].endswith(": wrong passphrase for the connector's private key"), good
     assert {status for status, _ in statuses.values()} == {"failed"}
+    assert store_contents(deployment) == before
+
+
+NOTED_GOAL = GOAL.replace("stable_after_s: 0\n",
+                          "stable_after_s: 0\nprocessors: [{type: notes, field: email, to: NOTES}]\n")
+BIG = "".join(f"big{i}@example.test,Name {i}\n" for i in range(250_000))
+"""Rows enough for several batches: the first ones are merged long before gpg reaches the end."""
+
+
+def noted_run(deployment: Deployment, processor_plugin: Path) -> tuple[dict[str, Any], list[str]]:
+    """Run with the goal's rows noted by the `notes` plugin; return the run's JSON and the values noted.
+    (The goal file is put back after: this process, which reads the store, has no such plugin.)"""
+    notes = deployment.dir / "noted.txt"
+    notes.unlink(missing_ok=True)
+    deployment.write_goal("customers", NOTED_GOAL.replace("NOTES", str(notes)))
+    done, run = cli_run(deployment, env={"PYTHONPATH": os.pathsep.join([str(ROOT), str(processor_plugin)])})
+    deployment.write_goal("customers", GOAL)
+    assert done.returncode == (0 if run["status"] == "success" else 1), done.stderr
+    return run, notes.read_text().splitlines() if notes.exists() else []
+
+
+def test_a_big_file_altered_at_its_end_fails_after_its_rows_were_merged_and_keeps_nothing(
+    deployment: Deployment, processor_plugin: Path
+) -> None:
+    """Without a required signature a lone file is merged while gpg decrypts it, so an altered file's rows
+    reach the merge before gpg finds the damage at its end: the file fails with gpg's cause, and keeps no
+    profile and no rejects file."""
+    put_signed(deployment, "customers_0_seed.csv.gpg", signer=None)
+    assert noted_run(deployment, processor_plugin)[0]["status"] == "success"
+    before = store_contents(deployment)
+    text = f"email,name\nnot,a,row\n{BIG}"  # a reject early on: no rejects file may be written either
+    put_signed(deployment, "customers_1_big.csv.gpg", signer=None, damage="flip_end", text=text)
+
+    run, noted = noted_run(deployment, processor_plugin)
+    assert run["status"] == "failed"
+    cause = error_of(files_of(run)["customers_1_big.csv.gpg"], "customers", deployment.remote.remote)
+    assert cause.startswith("corrupt or truncated OpenPGP data"), cause
+    assert "big0@example.test" in noted, "the rows were not read while gpg decrypted"
+    assert store_contents(deployment) == before
+    assert not (deployment.dir / "state" / "rejects" / run["run"]).exists()
+    tmp = deployment.dir / "state" / "tmp"
+    assert not [p for p in tmp.rglob("*") if p.is_file()], "decrypted or downloaded copies were left behind"
+
+
+def test_with_a_signature_required_no_row_is_read_before_it_is_checked(
+    signed_deployment: Deployment, processor_plugin: Path
+) -> None:
+    deployment, keys = signed_deployment, signed_deployment.keys
+    assert noted_run(deployment, processor_plugin)[0]["status"] == "success"  # the seed, again for the new goal
+    before = store_contents(deployment)
+    put_signed(deployment, "customers_1_big.csv.gpg", signer=keys.other_fpr, text=f"email,name\n{BIG}")
+
+    run, noted = noted_run(deployment, processor_plugin)
+    assert run["status"] == "failed"
+    cause = error_of(files_of(run)["customers_1_big.csv.gpg"], "customers", deployment.remote.remote)
+    assert cause == f"signed by {keys.other_fpr}, not by one of {keys.partner_fpr}"
+    assert not [value for value in noted if value.startswith("big")], "rows were read before the signature check"
     assert store_contents(deployment) == before

@@ -173,6 +173,63 @@ def test_max_bytes_lets_a_file_of_that_size_through(keyring, pgp_keys, plain):
     assert dst.read_bytes() == CSV
 
 
+def big_plaintext(path: Path, megabytes: int) -> bytes:
+    """Write a CSV of about megabytes MiB that gpg cannot compress much; return its bytes."""
+    rows = [f"{i:08d}@example.test,{(i * 2654435761) % 4294967296:010d}\n".encode() for i in range(megabytes * 35_000)]
+    data = b"email,points\n" + b"".join(rows)
+    path.write_bytes(data)
+    return data
+
+
+def test_a_decryption_is_read_while_gpg_writes_it(keyring, pgp_keys, tmp_path):
+    data = big_plaintext(tmp_path / "big.csv", 24)
+    src = encrypted(pgp_keys, tmp_path / "big.csv", compress=0, sign_with=pgp_keys.partner_fpr)
+    decryption = pgp.Decryption(keyring, src, tmp_path / "out.csv", passphrase=pgp_keys.passphrase)
+    with decryption.open() as file:
+        first = file.read(1)
+        gpg_process = keyring.gpg.process
+        assert gpg_process is not None and gpg_process.poll() is None, "gpg had finished before the first read"
+        rest = file.read()
+        assert file.read() == b""
+    assert first + rest == data
+    assert decryption.wait().signer == pgp_keys.partner_fpr
+    assert (tmp_path / "out.csv").read_bytes() == data
+    with decryption.open() as again:  # done: the renamed file
+        assert again.read(12) == b"email,points"
+
+
+def test_a_reader_of_a_failing_decryption_sees_an_end_and_wait_raises(keyring, pgp_keys, tmp_path):
+    big_plaintext(tmp_path / "big.csv", 8)
+    src = encrypted(pgp_keys, tmp_path / "big.csv", compress=0)
+    data = bytearray(src.read_bytes())
+    data[-30] ^= 0xFF  # gpg writes the plaintext, then finds the integrity check broken
+    src.write_bytes(bytes(data))
+    decryption = pgp.Decryption(keyring, src, tmp_path / "out.csv", passphrase=pgp_keys.passphrase)
+    with decryption.open() as file:
+        seen = file.read()
+    assert seen.startswith(b"email,points\n")
+    with pytest.raises(errors.CryptoError, match="corrupt or truncated OpenPGP data"):
+        decryption.wait()
+    assert not (tmp_path / "out.csv").exists()
+    assert leftovers(tmp_path) == []
+    with pytest.raises(errors.CryptoError, match="corrupt or truncated OpenPGP data"):
+        decryption.open()  # its plaintext is gone: opening says why
+
+
+def test_a_stopped_decryption_ends_at_once_and_keeps_nothing(keyring, pgp_keys, tmp_path):
+    big_plaintext(tmp_path / "big.csv", 24)
+    src = encrypted(pgp_keys, tmp_path / "big.csv", compress=0)
+    decryption = pgp.Decryption(keyring, src, tmp_path / "out.csv", passphrase=pgp_keys.passphrase)
+    with decryption.open() as file:
+        assert file.read(1) == b"e"
+        decryption.stop()
+        file.read()  # ends: gpg is gone
+    with pytest.raises(errors.CryptoError, match="decryption stopped"):
+        decryption.wait()
+    assert not (tmp_path / "out.csv").exists()
+    assert leftovers(tmp_path) == []
+
+
 def test_a_signed_but_unencrypted_file_is_refused(keyring, pgp_keys, plain):
     src = plain.with_name("signed.csv.gpg")
     gpg(pgp_keys.sender_home, "--sign", "--local-user", pgp_keys.partner_fpr, "--output", str(src), str(plain))
