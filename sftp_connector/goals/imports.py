@@ -2,7 +2,8 @@
 
 Each file's rows and its checksum record are written in one transaction: a file that fails
 writes nothing and is tried again next run. Remote files are moved or deleted only after
-the store has committed.
+the store has committed. A lone file is read and merged while gpg decrypts it, unless a
+signature is required; gpg's checks are waited for before its rejects file and its commit.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """OpenPGP for the connector: python-gnupg over the real `gpg` binary, in the connector's own home.
 
 OpenPGP is whole-message: `decrypt` turns a downloaded file into a local plaintext file and checks
-its signature before any row is trusted; `encrypt` does the reverse for exports. gpg streams both
-ways (plaintext reaches us in chunks, counted against max_bytes), so no file is held in memory.
+its signature before any row is trusted; `Decryption` does the same on a thread while the plaintext
+is read, and its caller trusts nothing before `wait` returned; `encrypt` does the reverse for
+exports. gpg streams both ways (plaintext reaches us in chunks, counted against max_bytes), so
+no file is held in memory.
 
 - The home is `pgp.gnupg_home`, passed as `--homedir`; GNUPGHOME is removed from gpg's
   environment, so ~/.gnupg is never read or written.

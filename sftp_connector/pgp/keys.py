@@ -55,6 +55,7 @@ class Gpg(gnupg.GPG):
     """python-gnupg that remembers its last gpg process, so `decrypt` can stop a bomb."""
 
     process: subprocess.Popen[bytes] | None = None
+    buffer_size = 1 << 20  # bytes per pipe read or write: its threads then rarely need the GIL (default 16 KiB)
 
     def _open_subprocess(self, args: list[str], passphrase: bool = False) -> Any:
         self.process = super()._open_subprocess(args, passphrase)
