@@ -54,7 +54,8 @@ def test_unknown_type_lists_the_plugins_found(processor_plugin: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "processors[0]: unknown type 'reverse' (built in: drop, filter, hash, lowercase, normalize_email, "
-        "normalize_phone, parse_date, rename, trim, uppercase; plugins: broken, drop_row, explodes, notes, reverse_text)"
+        "normalize_phone, parse_date, rename, trim, uppercase; "
+        "plugins: broken, drop_row, explodes, notes, reverse_text)"
     )
 
 
