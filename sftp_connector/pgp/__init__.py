@@ -118,12 +118,11 @@ class Decryption:
         """Return the plaintext as a file: a read waits for gpg to write that far (b"" once gpg is done).
         Raise as `wait` does if gpg failed before it."""
         self._progress.wait_started()
-        for path in (self._tmp, self._dst):  # the temp file is renamed to dst once gpg is done
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    return io.BufferedReader(_Growing(path.open("rb", buffering=0), self._progress), BLOCK)
-        self.wait()  # gpg failed: its temp file is gone
-        raise errors.InputError(f"the decrypted file {self._dst} is gone", file=str(self._dst))
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                return io.BufferedReader(_Growing(self._tmp.open("rb", buffering=0), self._progress), BLOCK)
+        self.wait()  # gpg is done: its temp file was renamed to dst, or removed if gpg failed (raised here)
+        return self._dst.open("rb")
 
     def wait(self) -> Decrypted:
         """Wait for gpg; return who signed the file. Raise as `decrypt` does."""
