@@ -249,8 +249,8 @@ class _Growing(io.RawIOBase):
             count = self._file.readinto(buffer)
             if count:
                 return count
-            if self._progress.wait_beyond(self._file.tell()) and not self._more():
-                return 0
+            if self._progress.wait_beyond(self._file.tell()):  # gpg is done: this read is the last word
+                return self._file.readinto(buffer) or 0
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         if whence == os.SEEK_END:  # the end is known once gpg is done
@@ -264,9 +264,6 @@ class _Growing(io.RawIOBase):
         self._file.close()
         super().close()
 
-    def _more(self) -> bool:
-        return os.fstat(self._file.fileno()).st_size > self._file.tell()
-
 
 @dataclass(slots=True)
 class _Sink:
@@ -277,7 +274,7 @@ class _Sink:
     out: IO[bytes]
     limit: int | None
     gpg: keys.Gpg
-    progress: _Progress | None = None
+    progress: _Progress
     written: int = 0
     exceeded: bool = False
     stopped: bool = False
@@ -300,7 +297,7 @@ class _Sink:
             self.out.write(chunk)
         except OSError as exc:
             self.failure = exc
-        if self.progress is not None and self.written - self.progress.flushed >= BLOCK:
+        if self.written - self.progress.flushed >= BLOCK:
             self._flush()
         return False  # False: python-gnupg keeps nothing in memory
 
@@ -318,8 +315,7 @@ class _Sink:
         except OSError as exc:
             self.failure = exc
             return
-        if self.progress is not None:
-            self.progress.advance(self.written)
+        self.progress.advance(self.written)
 
 
 def _run_decrypt(keyring: Keyring, src: Path, passphrase: str | None, sink: _Sink) -> Any:
