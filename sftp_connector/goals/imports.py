@@ -4,6 +4,8 @@ Each file's rows and its checksum record are written in one transaction: a file 
 writes nothing and is tried again next run. Remote files are moved or deleted only after
 the store has committed. A lone file is read and merged while gpg decrypts it, unless a
 signature is required; gpg's checks are waited for before its rejects file and its commit.
+If gpg fails meanwhile (or passes max_file_bytes) no further batch is started: gpg's error is
+the file's, and the transaction is rolled back with the merge's queued work.
 """
 
 from __future__ import annotations
@@ -271,6 +273,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         state, rejects = None, []
         for data, processed in read_ahead(_processed_batches(ctx, job, d), name="import-batches"):
             _stop_if_asked(ctx)
+            _stop_if_failed(d)
             if state is None:
                 state = merge.start(ctx.store, conn, merge_ctx, processed.frame.columns, file_id=file_id, now=now)
             counts = state.counts
@@ -290,6 +293,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
                 counts.cells_rejected += len(rejected)
                 rejects += rejected
         assert state is not None
+        _stop_if_failed(d)
         pipeline.flush()
         _stop_if_asked(ctx)  # the writes of the last batches were under way until now
         _verified(d)  # gpg's signature and integrity checks: nothing of the file is kept before them
@@ -306,6 +310,13 @@ def _stop_if_asked(ctx: RunContext) -> None:
     if ctx.stop.is_set():
         raise Interrupted("stopped by a shutdown signal: nothing of the file was written; it is imported "
                           "on the next run")
+
+
+def _stop_if_failed(d: Local) -> None:
+    """Raise gpg's error if the file's decryption failed (passed max_file_bytes, say) while it was merged:
+    the batch in hand is not started and the queued ones are dropped."""
+    if d.decryption is not None and d.decryption.failed:
+        _verified(d)
 
 
 def _processed_batches(ctx: RunContext, job: FileJob, d: Local) -> Iterator[tuple[csvio.CsvData, processors.Processed]]:

@@ -4,7 +4,8 @@ OpenPGP is whole-message: `decrypt` turns a downloaded file into a local plainte
 its signature before any row is trusted; `Decryption` does the same on a thread while the plaintext
 is read, and its caller trusts nothing before `wait` returned; `encrypt` does the reverse for
 exports. gpg streams both ways (plaintext reaches us in chunks, counted against max_bytes), so
-no file is held in memory.
+no file is held in memory. Plaintext past max_bytes stops gpg at once, and a reader of it gets the
+size error at its next read, however much plaintext is still unread (a compression bomb).
 
 - The home is `pgp.gnupg_home`, passed as `--homedir`; GNUPGHOME is removed from gpg's
   environment, so ~/.gnupg is never read or written.
@@ -97,7 +98,8 @@ class Decryption:
 
     Nothing read before `wait` returned may be trusted or kept: the signature and OpenPGP's
     integrity check come at the end of the data. The caller reads it into a transaction and
-    commits only after `wait`; `wait` raises as `decrypt` does.
+    commits only after `wait`; `wait` raises as `decrypt` does. A caller that works on the
+    plaintext in steps checks `failed` between them, so that a failure stops its work early.
     """
 
     def __init__(self, keyring: Keyring, src: Path, dst: Path, *, passphrase: str | None,
@@ -114,9 +116,16 @@ class Decryption:
         self._thread = threading.Thread(target=self._run, args=args, name="decrypt", daemon=True)
         self._thread.start()
 
+    @property
+    def failed(self) -> bool:
+        """True once gpg has failed or was stopped, or its plaintext passed max_bytes (even before gpg has
+        exited): what was read is not to be used, and `wait` raises why."""
+        return self._progress.refusal is not None or isinstance(self._outcome, BaseException)
+
     def open(self) -> IO[bytes]:
         """Return the plaintext as a file: a read waits for gpg to write that far (b"" once gpg is done).
-        Raise as `wait` does if gpg failed before it."""
+        Raise as `wait` does if gpg failed before it; a read raises InputError once the plaintext has
+        passed max_bytes."""
         self._progress.wait_started()
         if self._tmp is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -151,13 +160,14 @@ class Decryption:
     def _decrypt(self, keyring: Keyring, src: Path, dst: Path, passphrase: str | None,
                  require_signers: Sequence[str], max_bytes: int | None) -> Decrypted:
         with _atomic(dst, what="the decrypted file") as (out, tmp):
-            self._tmp, sink = tmp, _Sink(out, max_bytes, keyring.gpg, self._progress)
+            too_big = errors.InputError(f"decrypted size exceeds max_file_bytes ({max_bytes})", file=str(src))
+            self._tmp, sink = tmp, _Sink(out, max_bytes, keyring.gpg, self._progress, too_big)
             self._sink, sink.stopped = sink, self._stopping.is_set()
             self._progress.start()
             result = _run_decrypt(keyring, src, passphrase, sink)
             if sink.exceeded:
                 dst.unlink(missing_ok=True)
-                raise errors.InputError(f"decrypted size exceeds max_file_bytes ({max_bytes})", file=str(src))
+                raise too_big
             if sink.stopped:
                 raise errors.CryptoError("decryption stopped", file=str(src))
             if sink.failure is not None:
@@ -196,13 +206,15 @@ def encrypt(keyring: Keyring, src: Path, dst: Path, *, recipients: Sequence[str]
 
 
 class _Progress:
-    """How much plaintext is in the file for readers to see, and whether gpg is done."""
+    """How much plaintext is in the file for readers to see, whether gpg is done, and whether the
+    plaintext was refused (it passed max_bytes: no reader may go on)."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._started = False
         self.flushed = 0
         self.done = False
+        self.refusal: errors.InputError | None = None
 
     def start(self) -> None:
         with self._changed:
@@ -223,15 +235,28 @@ class _Progress:
             self.done = True
             self._changed.notify_all()
 
-    def wait_beyond(self, offset: int) -> bool:
-        """Wait until the file holds more than offset bytes or gpg is done; return whether gpg is done."""
+    def refuse(self, refusal: errors.InputError) -> None:
         with self._changed:
-            self._changed.wait_for(lambda: self.done or self.flushed > offset)
+            self.refusal = refusal
+            self._changed.notify_all()
+
+    def check(self) -> None:
+        """Raise InputError (a copy of the refusal, one per reader's read) if the plaintext was refused."""
+        if (refusal := self.refusal) is not None:
+            raise errors.InputError(refusal.cause, file=refusal.file)
+
+    def wait_beyond(self, offset: int) -> bool:
+        """Wait until the file holds more than offset bytes or gpg is done; return whether gpg is done.
+        Raise InputError if the plaintext is refused first."""
+        with self._changed:
+            self._changed.wait_for(lambda: self.done or self.refusal is not None or self.flushed > offset)
+            self.check()
             return self.done
 
 
 class _Growing(io.RawIOBase):
-    """The plaintext file as gpg writes it: a read at its end waits for more, until gpg is done."""
+    """The plaintext file as gpg writes it: a read at its end waits for more, until gpg is done. Once the
+    plaintext is refused, every read raises, even of bytes already in the file."""
 
     def __init__(self, file: io.FileIO, progress: _Progress) -> None:
         super().__init__()
@@ -246,6 +271,7 @@ class _Growing(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         while True:
+            self._progress.check()
             count = self._file.readinto(buffer)
             if count:
                 return count
@@ -269,12 +295,14 @@ class _Growing(io.RawIOBase):
 class _Sink:
     """Receives gpg's plaintext chunks: writes them, counts them, stops gpg past the limit or when asked.
 
-    Every BLOCK bytes it flushes the file and tells readers how far it reaches."""
+    Every BLOCK bytes it flushes the file and tells readers how far it reaches; past the limit it
+    tells them `too_big` at once, before gpg has exited."""
 
     out: IO[bytes]
     limit: int | None
     gpg: keys.Gpg
     progress: _Progress
+    too_big: errors.InputError
     written: int = 0
     exceeded: bool = False
     stopped: bool = False
@@ -290,7 +318,8 @@ class _Sink:
             return False
         self.written += len(chunk)
         if self.limit is not None and self.written > self.limit:
-            self.exceeded = True  # a compression bomb: stop gpg rather than fill the disk
+            self.exceeded = True  # a compression bomb: stop gpg rather than fill the disk, and its readers
+            self.progress.refuse(self.too_big)
             self._kill()
             return False
         try:
