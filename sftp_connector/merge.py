@@ -772,6 +772,9 @@ def _patches(changed: pl.DataFrame, mapped: list[str], own: int = 4) -> list[tup
     writes only its columns, the rest together write the columns any of them changed (fewer values to send)."""
     if changed.is_empty():
         return []
+    if len(mapped) > 64:  # a pattern is one bit a property in a UInt64: write the columns any profile changed
+        diff = changed.select(pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")).any() for p in mapped)
+        return [([p for p, hit in zip(mapped, diff.row(0), strict=True) if hit], changed)]
     bits = [pl.col(prop_col(p)).ne_missing(pl.col(f"{prop_col(p)}_was")).cast(pl.UInt64) * (1 << i)
             for i, p in enumerate(mapped)]
     marked = changed.with_columns(_pattern=pl.sum_horizontal(bits))

@@ -27,7 +27,7 @@ class Sql:
 
     sqlite: bool
     columns: dict[str, str]
-    """Property → profile column (a property without a column has no values yet)."""
+    """Property → SQL expression of its cell over `profile p` (a property without one has no values yet)."""
     segments: dict[str, models.Condition]
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     params: dict[str, Any] = field(default_factory=dict)
@@ -86,16 +86,16 @@ def condition(sql: Sql, cond: models.Condition) -> str:
 
 def _property(sql: Sql, cond: models.Condition) -> str:
     assert cond.property is not None
-    column = sql.columns.get(cond.property)
+    cell = sql.columns.get(cond.property)
     tests = _value_tests(sql, cond, "j.value")
     if cond.exists is not None and not tests:
-        held = f"(p.{column} IS NOT NULL)" if column else "(1=0)"
+        held = f"({cell} IS NOT NULL)" if cell else "(1=0)"
         return held if cond.exists else f"(NOT {held})"
-    if column is None:
+    if cell is None:
         return "(1=0)" if cond.exists is not False else "(1=1)"
-    source = f"json_each(p.{column}) j" if sql.sqlite else f"json_array_elements_text(p.{column}::json) AS j(value)"
+    source = f"json_each({cell}) j" if sql.sqlite else f"json_array_elements_text(({cell})::json) AS j(value)"
     found = f"EXISTS (SELECT 1 FROM {source} WHERE {' AND '.join(tests)})"
-    return f"(p.{column} IS NULL OR NOT {found})" if cond.exists is False else f"(p.{column} IS NOT NULL AND {found})"
+    return f"({cell} IS NULL OR NOT {found})" if cond.exists is False else f"({cell} IS NOT NULL AND {found})"
 
 
 def _value_tests(sql: Sql, cond: models.Condition, value: str) -> list[str]:

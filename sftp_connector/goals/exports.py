@@ -116,7 +116,7 @@ def _filename(ctx: RunContext, goal: models.ExportProfiles) -> str:
 def plan(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, *, watermark: float | None) -> Plan:
     """Given an export goal, return the query that reads its profiles. Raise ConfigError for an unknown segment."""
     connector = ctx.config.connector
-    columns = queries.all_property_columns(conn)
+    columns = queries.property_expressions(conn)
     sql = segments.Sql(sqlite=ctx.store.is_sqlite, columns=columns, segments=dict(connector.segments))
     tests = [sql.segment(goal.segment)] if goal.segment else []
     if connector.privacy.objectives:
@@ -128,10 +128,10 @@ def plan(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, *, wate
         tests.append(f"p.updated_at > {sql.param(watermark)}")
     read = (export_files.property_of(connector, c) for c in goal.columns)
     properties = list(dict.fromkeys(prop for prop in read if prop))
-    held = [f"p.{columns[p]} IS NOT NULL" for p in properties if p in columns and _is_exported_property(goal, p)]
+    held = [f"{columns[p]} IS NOT NULL" for p in properties if p in columns and _is_exported_property(goal, p)]
     tests.append("(" + " OR ".join(held) + ")" if held else "(1=0)" if _exports_properties(goal) else "(1=1)")
     flags = list(dict.fromkeys(name for c in goal.columns for name in export_files.segment_names(connector, c)))
-    picks = [f"p.{columns[p]}" if p in columns else "NULL" for p in properties]
+    picks = [columns.get(p, "NULL") for p in properties]
     picks += [f"(CASE WHEN {sql.segment(name)} THEN 1 ELSE 0 END)" for name in flags]
     return Plan(" AND ".join(tests), chosen, sql.params, picks, properties, flags)
 
@@ -251,7 +251,7 @@ def _take_back(ctx: RunContext, placed: list[str]) -> None:
 def members(store: Any, connector: models.Connector, condition: models.Condition) -> list[int]:
     """Given a condition (or a segment, as {segment: name}), return the ids of the profiles it holds, in id order."""
     with store.engine.connect() as conn:
-        sql = segments.Sql(sqlite=store.is_sqlite, columns=queries.all_property_columns(conn),
+        sql = segments.Sql(sqlite=store.is_sqlite, columns=queries.property_expressions(conn),
                            segments=dict(connector.segments))
         where = segments.condition(sql, condition)
         pages = store_exports.profile_pages(conn, picks=[], where=where, params=sql.params, schema={"id": pl.Int64})

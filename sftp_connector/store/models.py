@@ -2,8 +2,10 @@
 
 One row per profile, one column per property (added as properties appear, named in
 `property_column`), each cell the property's values as a JSON array text (NULL: no
-value). An import writes one row per changed profile, reads and writes only the columns
-it maps, and compares values without parsing them. `identity` indexes identifier values
+value). Properties beyond the first 250 live in side tables of 250 columns each
+(`profile_x1`, …, keyed by the profile's id; see `layout`), the catalog naming each one's
+table. An import writes one row per changed profile, reads and writes only the columns it
+maps, and compares values without parsing them. `identity` indexes identifier values
 so that rows find their profiles by a join. Row records of imported files are kept as
 compressed Arrow blobs, one per batch. Timestamps are UTC epoch seconds (floats), the
 same on SQLite and PostgreSQL.
@@ -34,11 +36,13 @@ class Profile(SQLModel, table=True):
 
 
 class PropertyColumn(SQLModel, table=True):
-    """Which column of `profile` holds a property."""
+    """Which column of which table (`profile` or a side table) holds a property."""
 
     __tablename__ = "property_column"
     name: str = Field(sa_column=Column(Text, primary_key=True))
     column: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    tbl: str = Field(sa_column=Column(Text, nullable=False, server_default="profile"))
+    """The table holding the column: `profile` or one of its side tables (`profile_x1`, …)."""
 
 
 class Identity(SQLModel, table=True):
@@ -65,11 +69,13 @@ class GroupEntity(SQLModel, table=True):
 
 
 class GroupPropertyColumn(SQLModel, table=True):
-    """Which column of `group_entity` holds a group property."""
+    """Which column of which table (`group_entity` or a side table) holds a group property."""
 
     __tablename__ = "group_property_column"
     name: str = Field(sa_column=Column(Text, primary_key=True))
     column: str = Field(sa_column=Column(Text, nullable=False, unique=True))
+    tbl: str = Field(sa_column=Column(Text, nullable=False, server_default="group_entity"))
+    """The table holding the column: `group_entity` or one of its side tables (`group_entity_x1`, …)."""
 
 
 class GroupIdentity(SQLModel, table=True):

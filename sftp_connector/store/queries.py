@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from sftp_connector import rowkeys
 from sftp_connector.errors import StoreError
-from sftp_connector.store import models
+from sftp_connector.store import layout, models
 from sftp_connector.store.db import Store
 
 
@@ -56,15 +57,30 @@ def find_identities(
     values = values.drop_nulls().unique()
     if values.is_empty() or not has_identities(conn, prop, entity):
         return empty
+    # The main table's columns come with the lookup; any others (side tables) by a second read.
+    joined = set(_routes(conn, entity, (columns or {}).values())[entity.table][:layout.CHUNK])
+    picked = {p: c for p, c in (columns or {}).items() if c in joined}
+    found = _identities(store, conn, prop, values, entity, picked)
+    rest = {p: c for p, c in (columns or {}).items() if c not in joined}
+    if rest and not found.is_empty():
+        found = found.join(property_values(store, conn, found.get_column("pid"), rest, entity), on="pid", how="left")
+    return found.select(empty.columns) if rest else found
+
+
+def _identities(
+    store: Store, conn: Connection, prop: str, values: pl.Series, entity: Entity, columns: dict[str, str]
+) -> pl.DataFrame:
+    """find_identities for columns of the main table only."""
+    empty = pl.DataFrame(schema={"value": pl.String, "pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
     if store.is_sqlite:
         # The values travel as one JSON array, each looked up in the index; what comes back is the
         # position in the array, the profile id and its columns, as property_values returns them.
         cells = " || char(31) || ".join(["j.key", "i.profile_id",
-                                          *(f"ifnull(p.{c}, char(21))" for c in (columns or {}).values())])
+                                          *(f"ifnull(p.{c}, char(21))" for c in columns.values())])
         profiles = f" CROSS JOIN {entity.table} p ON p.id = i.profile_id" if columns else ""
         sql = (f"SELECT group_concat({cells}, char(30)) FROM json_each(?) j "
                f"CROSS JOIN {entity.identity} i ON i.property = ? AND i.value = j.value{profiles}")
-        schema = {"at": pl.Int64, "pid": pl.Int64, **dict.fromkeys(columns or {}, pl.String)}
+        schema = {"at": pl.Int64, "pid": pl.Int64, **dict.fromkeys(columns, pl.String)}
         found = []
         for start in range(0, values.len(), 100_000):
             chunk = values.slice(start, 100_000)
@@ -74,7 +90,7 @@ def find_identities(
     # An analyzed scratch table, sorted so that the index probes walk the index in order; COLLATE "C" as the
     # index has it.
     store.rows_into(conn, "wanted_value", values.sort().alias("value").to_frame(), temp=True, analyze=True)
-    picks = "".join(f", p.{column}" for column in (columns or {}).values())
+    picks = "".join(f", p.{column}" for column in columns.values())
     profiles = f" JOIN {entity.table} p ON p.id = i.profile_id" if columns else ""
     with _probing(conn):
         return store.frame(conn, f"SELECT i.value, i.profile_id{picks} FROM wanted_value w JOIN {entity.identity} "
@@ -82,45 +98,69 @@ def find_identities(
                            (prop,))
 
 
+def _routes(conn: Connection, entity: Entity, columns: Any) -> dict[str, list[str]]:
+    """Given column names, return {table: its columns among them}, the main table first (perhaps empty)."""
+    return layout.tables_of(conn, entity.columns, entity.table, columns)
+
+
 def property_columns(
     store: Store, conn: Connection, props: Sequence[str], entity: Entity = PROFILES
 ) -> dict[str, str]:
-    """Given property names, return the profile column of each, adding columns for new properties."""
+    """Given property names, return the column of each, adding columns (in side tables when the main table
+    is full) for new properties."""
     table = entity.columns.__table__
     known = dict(conn.execute(sa.select(table.c.name, table.c.column)).all())
-    for prop in props:
-        if prop not in known:
-            column = f"p_{len(known) + 1}"
-            conn.exec_driver_sql(f"ALTER TABLE {entity.table} ADD COLUMN {column} TEXT")
-            conn.execute(sa.insert(table).values(name=prop, column=column))
-            known[prop] = column
+    new = [prop for prop in dict.fromkeys(props) if prop not in known]
+    if new:
+        known.update(layout.add_columns(conn, entity.columns, entity.table, new, sqlite=store.is_sqlite))
     return {prop: known[prop] for prop in props}
 
 
 def all_property_columns(conn: Connection, entity: Entity = PROFILES) -> dict[str, str]:
-    """Return every property's profile column."""
-    table = entity.columns.__table__
-    return dict(conn.execute(sa.select(table.c.name, table.c.column).order_by(table.c.column)).all())
+    """Return every property's column."""
+    return {name: column for name, (column, _) in layout.catalog(conn, entity.columns).items()}
+
+
+def property_expressions(conn: Connection, entity: Entity = PROFILES) -> dict[str, str]:
+    """Return every property's cell as an SQL expression over its main table aliased `p` (segments, exports)."""
+    return layout.expressions(conn, entity.columns, entity.table)
 
 
 def property_values(
     store: Store, conn: Connection, ids: pl.Series, columns: dict[str, str], entity: Entity = PROFILES
 ) -> pl.DataFrame:
-    """Given profile ids and {property: column}, return pid and each property's JSON array text (null: none)."""
+    """Given profile ids and {property: column}, return pid and each property's JSON array text (null: none),
+    for the ids of stored profiles."""
+    schema = {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)}
     if ids.is_empty():
-        return pl.DataFrame(schema={"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
+        return pl.DataFrame(schema=schema)
+    ids = ids.unique()
+    if not store.is_sqlite:
+        store.rows_into(conn, "wanted_profile", ids.alias("id").to_frame(), temp=True, analyze=True)
+    wanted = orjson.dumps(ids.to_list()).decode() if store.is_sqlite else ""
+    prop_of = {column: prop for prop, column in columns.items()}
+    frame: pl.DataFrame | None = None
+    for table, names in _routes(conn, entity, columns.values()).items():
+        for chunk in layout.chunks(names):
+            if chunk or frame is None:  # the main table says which profiles exist, with no columns too
+                part = _values_of(store, conn, table, wanted, {prop_of[c]: c for c in chunk})
+                frame = part if frame is None else frame.join(part, on="pid", how="left")
+    assert frame is not None
+    return frame.select(list(schema))
+
+
+def _values_of(store: Store, conn: Connection, table: str, wanted: str, columns: dict[str, str]) -> pl.DataFrame:
+    """Given a table, the ids (SQLite: their JSON array; PostgreSQL: in wanted_profile) and {property: column}
+    of that table, return pid and each property's cell of the rows the table holds."""
+    schema = {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)}
     if store.is_sqlite:
         # JSON text never holds a raw control character: the rows come back as one string, cells
         # split by \x1f, rows by \x1e, \x15 for NULL, and polars splits it (no Python object per value).
         cells = " || char(31) || ".join(["p.id", *(f"ifnull(p.{c}, char(21))" for c in columns.values())])
-        sql = (f"SELECT group_concat({cells}, char(30)) FROM json_each(?) w "
-               f"CROSS JOIN {entity.table} p ON p.id = w.value")
-        text = fetch(conn, sql, (orjson.dumps(ids.unique().to_list()).decode(),))[0][0]
-        return _split_rows(text, {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
-    store.rows_into(conn, "wanted_profile", ids.unique().alias("id").to_frame(), temp=True, analyze=True)
+        sql = f"SELECT group_concat({cells}, char(30)) FROM json_each(?) w CROSS JOIN {table} p ON p.id = w.value"
+        return _split_rows(fetch(conn, sql, (wanted,))[0][0], schema)
     picks = "".join(f", p.{column}" for column in columns.values())
-    return store.frame(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {entity.table} p ON p.id = w.id",
-                       {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)})
+    return store.frame(conn, f"SELECT p.id{picks} FROM wanted_profile w JOIN {table} p ON p.id = w.id", schema)
 
 
 def _split_rows(text: str | None, schema: dict[str, Any]) -> pl.DataFrame:
@@ -180,8 +220,12 @@ def reserve_profile_ids(conn: Connection, count: int, entity: Entity = PROFILES)
 
 
 def insert_profiles(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
-    """Given a frame (id, created_at, updated_at, property columns), insert new profiles."""
-    store.rows_into(conn, entity.table, frame)
+    """Given a frame (id, created_at, updated_at, property columns), insert new profiles (PostgreSQL)."""
+    routes = _routes(conn, entity, frame.columns)
+    store.rows_into(conn, entity.table, frame.select(routes.pop(entity.table)))
+    for table, columns in routes.items():  # a side table holds rows with a value only
+        rows = frame.select("id", *columns).filter(pl.any_horizontal(pl.col(columns).is_not_null()))
+        store.rows_into(conn, table, rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +235,12 @@ class Prepared:
 
     columns: list[str]
     rows: list[tuple[Any, ...]]
+
+    def only(self, columns: list[str], *, lead: int = 1) -> Prepared:
+        """Given some of the columns, return the rows with those (after the first `lead` parameters)."""
+        at = [*range(lead), *(self.columns.index(c) + 1 for c in columns)]
+        pick = operator.itemgetter(*at) if len(at) > 1 else lambda row: (row[at[0]],)
+        return Prepared(columns, [pick(row) for row in self.rows])
 
 
 def prepared(frame: pl.DataFrame, now: float) -> Prepared:
@@ -210,15 +260,27 @@ def append_profiles(store: Store, conn: Connection, rows: Prepared, entity: Enti
     """
     if not rows.rows:
         return 0
+    routes = _routes(conn, entity, rows.columns)
+    main = routes.pop(entity.table)
+    first = _append_main(store, conn, rows.only(main) if routes else rows, entity)
+    for table, columns in routes.items():  # a side table holds rows with a value only
+        side = rows.only(columns, lead=0)
+        values = ((first + n, *row) for n, row in enumerate(side.rows) if any(v is not None for v in row))
+        store.executemany(conn, f"INSERT INTO {table} (id, {', '.join(columns)}) "
+                                f"VALUES ({', '.join('?' * (len(columns) + 1))})", values)
+    return first
+
+
+def _append_main(store: Store, conn: Connection, rows: Prepared, entity: Entity) -> int:
     top, erased = conn.exec_driver_sql(f"SELECT COALESCE((SELECT MAX(id) FROM {entity.table}), 0), "
                                        "COALESCE((SELECT MAX(id) FROM erased_profile), 0)").one()
     first, todo = max(top, erased) + 1, iter(rows.rows)
-    names = ", ".join(rows.columns)
-    marks = ", ".join(f"?{n}" for n in range(2, len(rows.columns) + 2))
+    names = "".join(f", {c}" for c in rows.columns)
+    marks = "".join(f", ?{n}" for n in range(2, len(rows.columns) + 2))
     if erased > top:
-        store.executemany(conn, f"INSERT INTO {entity.table} (id, created_at, updated_at, {names}) "
-                                f"VALUES ({first}, ?1, ?1, {marks})", [next(todo)])
-    store.executemany(conn, f"INSERT INTO {entity.table} (created_at, updated_at, {names}) VALUES (?1, ?1, {marks})",
+        store.executemany(conn, f"INSERT INTO {entity.table} (id, created_at, updated_at{names}) "
+                                f"VALUES ({first}, ?1, ?1{marks})", [next(todo)])
+    store.executemany(conn, f"INSERT INTO {entity.table} (created_at, updated_at{names}) VALUES (?1, ?1{marks})",
                       todo)
     last, wanted = conn.exec_driver_sql(f"SELECT MAX(id) FROM {entity.table}").scalar(), first + len(rows.rows) - 1
     if last != wanted:
@@ -232,22 +294,38 @@ def update_profiles(
     """Given a frame (id, property columns), write those columns of those profiles and stamp them updated."""
     if frame.is_empty():
         return
-    columns = frame.columns[1:]
     if store.is_sqlite:
         update_prepared(store, conn, prepared(frame, now), entity)
         return
-    store.rows_into(conn, "profile_change", frame, temp=True, analyze=True)
-    sets = ", ".join(f"{c} = t.{c}" for c in columns)
-    with _probing(conn):
-        conn.execute(sa.text(f"UPDATE {entity.table} p SET {sets}, updated_at = :now FROM profile_change t "
-                             "WHERE p.id = t.id"), {"now": now})
+    for table, columns in _routes(conn, entity, frame.columns[1:]).items():
+        for chunk in layout.chunks(columns):
+            if table != entity.table and not chunk:
+                continue
+            store.rows_into(conn, "profile_change", frame.select("id", *chunk), temp=True, analyze=True)
+            with _probing(conn):
+                if table == entity.table:
+                    sets = "".join(f"{c} = t.{c}, " for c in chunk)
+                    conn.execute(sa.text(f"UPDATE {table} p SET {sets}updated_at = :now FROM profile_change t "
+                                         "WHERE p.id = t.id"), {"now": now})
+                else:
+                    conn.exec_driver_sql(f"INSERT INTO {table} (id, {', '.join(chunk)}) SELECT id, "
+                                         f"{', '.join(chunk)} FROM profile_change ON CONFLICT (id) DO UPDATE SET "
+                                         + ", ".join(f"{c} = excluded.{c}" for c in chunk))
 
 
 def update_prepared(store: Store, conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> None:
     """Given prepared rows of (id, property columns) (SQLite), write those columns of those profiles and stamp
     them updated."""
-    sets = ", ".join(f"{c} = ?{n}" for n, c in enumerate(rows.columns[1:], start=3))
-    store.executemany(conn, f"UPDATE {entity.table} SET {sets}, updated_at = ?1 WHERE id = ?2", rows.rows)
+    routes = _routes(conn, entity, rows.columns[1:])
+    main = routes.pop(entity.table)
+    part = rows.only(main, lead=2) if routes else Prepared(rows.columns[1:], rows.rows)
+    sets = "".join(f"{c} = ?{n}, " for n, c in enumerate(part.columns, start=3))
+    store.executemany(conn, f"UPDATE {entity.table} SET {sets}updated_at = ?1 WHERE id = ?2", part.rows)
+    for table, columns in routes.items():
+        side = rows.only(columns, lead=2)
+        store.executemany(conn, f"INSERT INTO {table} (id, {', '.join(columns)}) VALUES "
+                                f"({', '.join(f'?{n}' for n in range(2, len(columns) + 3))}) ON CONFLICT (id) DO "
+                                "UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns), side.rows)
 
 
 @contextlib.contextmanager
@@ -288,9 +366,10 @@ def claim_held_identities(
     Nothing travels row by row: SQLite reads the values from the rows it has just written.
     (PostgreSQL does this markedly slower than claim_identities' COPY.)
     """
+    [table] = [t for t, columns in _routes(conn, entity, [column]).items() if columns]
     conn.execute(sa.text(
         f"INSERT INTO {entity.identity} (property, value, profile_id) SELECT :prop, j.value, p.id "
-        f"FROM {entity.table} p, json_each(p.{column}) j WHERE p.id BETWEEN :first AND :last "
+        f"FROM {table} p, json_each(p.{column}) j WHERE p.id BETWEEN :first AND :last "
         f"AND p.{column} IS NOT NULL ORDER BY j.value, p.id ON CONFLICT (property, value) DO NOTHING"),
         {"prop": prop, "first": ids[0], "last": ids[1]})
 
@@ -395,30 +474,49 @@ def iter_profiles(conn: Connection, batch: int = 10_000, *, only: int | None = N
     """Yield every profile (or only the one with id `only`) as a dict (id, properties, groups, created_at,
     updated_at), in id order.
     """
-    names = list(all_property_columns(conn))
-    picks = "".join(f", {column}" for column in all_property_columns(conn).values())
-    for rows in pages(conn, f"SELECT id, created_at, updated_at{picks} FROM profile",
-                      where=f"id = {int(only)}" if only is not None else "", page=batch):
+    where = f"id = {int(only)}" if only is not None else ""
+    for rows in _records(conn, PROFILES, where=where, batch=batch):
         links: dict[int, dict[str, list[str]]] = {}
         for pid, kind, key in fetch(conn, "SELECT profile_id, type, key FROM profile_group WHERE profile_id "
-                                           f"BETWEEN {int(rows[0][0])} AND {int(rows[-1][0])} "
+                                           f"BETWEEN {int(rows[0][0][0])} AND {int(rows[-1][0][0])} "
                                            "ORDER BY profile_id, type, key"):
             links.setdefault(pid, {}).setdefault(kind, []).append(key)
-        for row in rows:
-            yield {**_properties(row, names), "groups": links.get(row[0], {})}
+        for (pid, created, updated), properties in rows:
+            yield {"id": pid, "properties": properties, "created_at": created, "updated_at": updated,
+                   "groups": links.get(pid, {})}
 
 
 def iter_groups(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any]]:
     """Yield every group as a dict (type, id: its identifier value, properties, created_at, updated_at)."""
-    columns = all_property_columns(conn, GROUPS)
-    names = list(columns)
-    picks = "".join(f", {column}" for column in columns.values())
-    for rows in pages(conn, f"SELECT id, created_at, updated_at{picks}, type FROM group_entity", page=batch):
-        for row in rows:
-            kind, record = row[-1], _properties(row[:-1], names)
-            key = record["properties"].pop(f"@{kind}", [None])[0]
-            yield {"type": kind, "id": key, "properties": record["properties"], "created_at": record["created_at"],
-                   "updated_at": record["updated_at"]}
+    for rows in _records(conn, GROUPS, extra=["type"], batch=batch):
+        for (_, created, updated, kind), properties in rows:
+            key = properties.pop(f"@{kind}", [None])[0]
+            yield {"type": kind, "id": key, "properties": properties, "created_at": created, "updated_at": updated}
+
+
+def _records(
+    conn: Connection, entity: Entity, *, extra: Sequence[str] = (), where: str = "", batch: int
+) -> Iterator[list[tuple[tuple[Any, ...], dict[str, Any]]]]:
+    """Yield pages of an entity's records in id order: ((id, created_at, updated_at, *extra), properties)."""
+    routes: dict[str, list[tuple[str, str]]] = {entity.table: []}
+    for name, (column, table) in layout.catalog(conn, entity.columns).items():
+        routes.setdefault(table, []).append((name, column))
+    main = routes.pop(entity.table)
+    lead = ["id", "created_at", "updated_at", *extra]
+    select = f"SELECT {', '.join(lead + [c for _, c in main])} FROM {entity.table}"
+    for rows in pages(conn, select, where=where, page=batch):
+        found = {row[0]: _decoded(main, row[len(lead):]) for row in rows}
+        for table, columns in routes.items():
+            sql = (f"SELECT id, {', '.join(c for _, c in columns)} FROM {table} "
+                   f"WHERE id BETWEEN {int(rows[0][0])} AND {int(rows[-1][0])}")
+            for row in fetch(conn, sql):
+                if row[0] in found:
+                    found[row[0]].update(_decoded(columns, row[1:]))
+        yield [(row[:len(lead)], found[row[0]]) for row in rows]
+
+
+def _decoded(columns: list[tuple[str, str]], cells: Sequence[Any]) -> dict[str, Any]:
+    return {name: orjson.loads(text) for (name, _), text in zip(columns, cells, strict=True) if text is not None}
 
 
 def profile_by(conn: Connection, prop: str, value: str) -> dict[str, Any] | None:
@@ -435,11 +533,6 @@ def profile_by(conn: Connection, prop: str, value: str) -> dict[str, Any] | None
         if value in map(str, profile["properties"].get(prop, [])):
             return profile
     return None
-
-
-def _properties(row: Sequence[Any], names: list[str]) -> dict[str, Any]:
-    properties = {name: orjson.loads(text) for name, text in zip(names, row[3:], strict=True) if text is not None}
-    return {"id": row[0], "properties": properties, "created_at": row[1], "updated_at": row[2]}
 
 
 # ── group links, events, products ─────────────────────────────────────────────────────

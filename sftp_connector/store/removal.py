@@ -11,20 +11,22 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from sftp_connector.store import models
+from sftp_connector.store import layout, models
 from sftp_connector.store.db import Store
 from sftp_connector.store.queries import Entity
 
 
 def erase(store: Store, conn: Connection, ids: pl.Series, entity: Entity, *, goal: str, now: float) -> None:
-    """Given profile (or group) ids, delete them with their identity entries, group links and events, and
+    """Given profile (or group) ids, delete them (their side-table rows too) with their identity entries, group
+    links and events, and
     remember them as erased (their ids are never reused; their row records are ignored from now on)."""
     if ids.is_empty():
         return
     frame = ids.cast(pl.Int64).alias("id").unique().to_frame()
     store.rows_into(conn, "erasing", frame, temp=True, analyze=True)
     conn.exec_driver_sql(f"DELETE FROM {entity.identity} WHERE profile_id IN (SELECT id FROM erasing)")
-    conn.exec_driver_sql(f"DELETE FROM {entity.table} WHERE id IN (SELECT id FROM erasing)")
+    for table in [entity.table, *layout.side_tables(conn, entity.columns, entity.table)]:
+        conn.exec_driver_sql(f"DELETE FROM {table} WHERE id IN (SELECT id FROM erasing)")
     if entity.table == "profile":
         conn.exec_driver_sql("DELETE FROM profile_group WHERE profile_id IN (SELECT id FROM erasing)")
         conn.exec_driver_sql("DELETE FROM event WHERE profile_id IN (SELECT id FROM erasing)")
