@@ -2,8 +2,8 @@
 
 Per batch: key every row (its first identifier value and occurrence number) and hash its
 content; drop rows applied before in this exact form; find each row's profile and read the
-mapped properties of those profiles (`_read`); apply the rules in rounds, a profile's
-second row in the batch seeing its first row's result, and work out every write (`_plan`);
+mapped properties of those profiles (`_read`); apply the rules in one pass, all the rows of
+a profile together as applying them one after the other would, and work out every write (`_plan`);
 then write new profiles, patches of changed ones, the identity index and the row records
 (`_store`). The `Pipeline` runs the three on three threads, each on a different batch.
 Nothing here commits: the goal runs every batch of a file in the file's one transaction.
@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+import orjson
 import polars as pl
 from sqlalchemy.engine import Connection
 
@@ -179,7 +180,7 @@ def mappings(
 
     With `level` (a linked set's file), only mappings of that file's fields; bulk mapping
     covers the root file only. Raise InputError if a mapped or identifier field is not a
-    column of the file.
+    column of the file, or a property is mapped with `sum` and another rule.
     """
     ids = [i.field for i in goal.identifiers] if isinstance(goal, models.ImportProfiles) else [goal.identifier.field]
     explicit = [Mapping(m.field, goal.prefix + m.property, m.rule) for m in goal.mappings
@@ -188,13 +189,23 @@ def mappings(
     if missing:
         raise InputError(f"field(s) {', '.join(dict.fromkeys(missing))} not in the file "
                          f"(columns: {', '.join(c for c in columns if c != '_row')})")
-    if goal.bulk_mapping is None:
-        return explicit
-    taken = {m.field for m in goal.mappings} | set(ids)
-    if isinstance(goal, models.ImportProfiles):
-        taken |= {g.field for g in goal.groups}
-    return explicit + [Mapping(c, goal.prefix + c, goal.bulk_mapping.rule) for c in columns
-                       if c not in taken and not c.startswith("_") and (level is None or c in level)]
+    if goal.bulk_mapping is not None:
+        taken = {m.field for m in goal.mappings} | set(ids)
+        if isinstance(goal, models.ImportProfiles):
+            taken |= {g.field for g in goal.groups}
+        explicit += [Mapping(c, goal.prefix + c, goal.bulk_mapping.rule) for c in columns
+                     if c not in taken and not c.startswith("_") and (level is None or c in level)]
+    _check_sums_alone(explicit)
+    return explicit
+
+
+def _check_sums_alone(maps: list[Mapping]) -> None:
+    """Raise InputError if a property is mapped with `sum` and with another rule (a sum holds one number)."""
+    sums = {m.property for m in maps if m.rule == "sum"}
+    mixed = sorted({m.property for m in maps if m.rule != "sum" and m.property in sums})
+    if mixed:
+        raise InputError(f"property {', '.join(mixed)} is mapped with `sum` and with another rule: a `sum` "
+                         "property holds one number; map it with `sum` only")
 
 
 def start(store: Store, conn: Connection, ctx: Context, fields: list[str], *, file_id: int, now: float) -> FileMerge:
@@ -568,100 +579,242 @@ def _before(read: Read, state: FileMerge) -> pl.DataFrame:
     return pl.concat([stored, fresh.select("pid", *columns)])
 
 
-def _rounds(rows: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Apply the rows: round n holds each profile's n-th row of the batch. Return (after, applied rows)."""
-    rows = rows.with_columns(_round=pl.col("_pid").cum_count().over("_pid"))
-    current, applied = before, []
-    for number in range(1, (rows.get_column("_round").max() or 0) + 1):
-        batch = rows.filter(pl.col("_round") == number).join(current, left_on="_pid", right_on="pid", how="left",
-                                                             maintain_order="left")
-        done = _ruled(batch, state)
-        changes = done.select(pl.col("_pid").alias("pid"), *(prop_col(p) for p in state.props))
-        current = current.update(changes, on="pid", include_nulls=True)
-        applied.append(done)
-    return current, pl.concat(applied) if applied else rows.clear()
+def _applied(rows: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Apply the batch's rows to their profiles in one pass, however many rows a profile has; return (after:
+    every touched profile's properties after the batch, applied: the rows that applied, in file order).
 
-
-def _ruled(batch: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
-    """Apply every mapping to one round of rows; keep the rows that pass the consent check."""
-    sums = _previous_sums(batch, state)
-    # Each field's values once, as a column: an expression repeated inside the rules would be computed again.
+    A profile's rows apply together, per rule, as one after the other would: `set` keeps the
+    last values, `set_or_clear` the last cell, `set_if_empty` the first values where none
+    were held, `add` the ordered union, `sum` the total of the differences.
+    """
+    rows = rows.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.UInt32))
+    joined = rows.join(before, left_on="_pid", right_on="pid", how="left", maintain_order="left")
     split = {m.field for m in state.maps if m.rule != "sum"}
-    batch = batch.with_columns(rules.split_expression(pl.col(field_col(f)), state.ctx.separator).alias(_values_col(f))
-                               for f in split)
-    for layer in _layers(state.maps):
-        if layer[0].rule == "sum":
-            batch = _summed(batch, layer[0], sums, state)
-            continue
-        batch = batch.with_columns(
+    joined = joined.with_columns(rules.split_expression(pl.col(field_col(f)), state.ctx.separator)
+                                 .alias(_values_col(f)) for f in split)
+    joined = _sum_differences(joined, state)
+    if state.ctx.objectives:
+        joined = _consented(joined, state)
+    state.counts.rows_applied += joined.height
+    repeated = pl.col("_pid").is_duplicated()
+    changes = [_each_once(joined.filter(~repeated), state)]
+    many = joined.filter(repeated)
+    if not many.is_empty():
+        changes.append(_folded(many, before, state))
+    after = before.update(pl.concat(changes), on="pid", include_nulls=True)
+    applied = joined.with_columns(_sums=_sums_json(state) if state.sum_props else pl.lit(None, pl.String))
+    return after, applied.drop(_values_col(f) for f in split)
+
+
+def _sum_differences(joined: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
+    """Add, per `sum` property, each row's amount (`_c…`, what it contributes from now on) and its difference
+    from what the row contributed when the file was imported before (`_d…`; null: nothing to add); reject
+    the cells that are not numbers."""
+    if not state.sum_props:
+        return joined
+    dtype = pl.Struct({prop: pl.Float64 for prop in sorted(state.sum_props)})
+    joined = joined.with_columns(_prev=pl.col("_prev_sums").str.json_decode(dtype))
+    for prop in sorted(state.sum_props):
+        amounts = []
+        for mapping in (m for m in state.maps if m.property == prop):
+            cell = pl.col(field_col(mapping.field))
+            amount = rules.amount_expression(cell)
+            _reject_amounts(joined.filter(cell.is_not_null() & (cell != "") & amount.is_null()), mapping, state)
+            amounts.append(amount)
+        amount = amounts[0] if len(amounts) == 1 else pl.when(pl.any_horizontal(a.is_not_null() for a in amounts)) \
+            .then(pl.sum_horizontal(amounts))
+        was = pl.col("_prev").struct.field(prop)
+        joined = joined.with_columns((amount - was.fill_null(0.0)).alias(_difference_col(prop)),
+                                     pl.coalesce(amount, was).alias(_contribution_col(prop)))
+    return joined.drop("_prev")
+
+
+def _reject_amounts(bad: pl.DataFrame, mapping: Mapping, state: FileMerge) -> None:
+    for number, value in bad.select("_row", field_col(mapping.field)).iter_rows():
+        state.rejects.append(RowReject(state.ctx.label, number, mapping.field, f"`{mapping.field}` is not a number",
+                                       value[:200]))
+    state.counts.cells_rejected += bad.height
+
+
+def _consented(joined: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
+    """Keep the rows after which their profile holds a consented objective (rows that fail change nothing, so
+    a later row of the profile sees the profile without them); count the others as no_consent."""
+    prop, objectives = state.ctx.consent_property, list(state.ctx.objectives)
+    held = pl.col(prop_col(prop))  # before the batch
+    held_any = rules.decode(held).list.set_intersection(objectives).list.len() > 0
+    maps = [m for m in state.maps if m.property == prop]
+    if not maps:
+        passes = joined.select(held_any).to_series()
+    elif len(maps) == 1 and maps[0].rule != "sum":
+        passes = joined.select(_consent_by_rule(maps[0], held, held_any, objectives)).to_series()
+    else:
+        passes = _consent_one_by_one(joined, maps, state)
+    state.counts.no_consent += passes.len() - passes.sum()
+    return joined.filter(passes)
+
+
+def _consent_by_rule(mapping: Mapping, held: pl.Expr, held_any: pl.Expr, objectives: list[str]) -> pl.Expr:
+    """Whether each row passes the consent check when one mapping writes the consent property.
+
+    Rows of a profile that failed added no objective, so "an earlier row applied values
+    holding one" is "an earlier row's values held one" (for `add`: any earlier row's).
+    """
+    values = pl.col(_values_col(mapping.field))
+    has = values.list.len() > 0
+    names_one = values.list.set_intersection(objectives).list.len() > 0
+
+    def earlier(condition: pl.Expr) -> pl.Expr:
+        return (condition.cast(pl.UInt32).cum_sum().over("_pid") - condition.cast(pl.UInt32)) > 0
+
+    if mapping.rule == "set":
+        return pl.when(has).then(names_one).otherwise(held_any | earlier(has & names_one))
+    if mapping.rule == "set_or_clear":
+        return names_one
+    if mapping.rule == "set_if_empty":
+        return pl.when(held.is_not_null()).then(held_any).otherwise(names_one | earlier(names_one))
+    return held_any | names_one | earlier(names_one)  # add
+
+
+def _consent_one_by_one(joined: pl.DataFrame, maps: list[Mapping], state: FileMerge) -> pl.Series:
+    """The consent check row by row, for a consent property written by several mappings (rare)."""
+    objectives = set(state.ctx.objectives)
+    names = [_contribution_col(m.property) if m.rule == "sum" else _values_col(m.field) for m in maps]
+    unique = list(dict.fromkeys(names))
+    held: dict[int, list[Any]] = {}
+    passes = []
+    for pid, text, *values in joined.select("_pid", prop_col(state.ctx.consent_property), *unique).iter_rows():
+        current = held[pid] if pid in held else (orjson.loads(text) if text else [])
+        for mapping, name in zip(maps, names, strict=True):
+            current = _pure_rule(mapping.rule, current, values[unique.index(name)])
+        ok = bool(objectives & {str(v) for v in current})
+        if ok:
+            held[pid] = current
+        passes.append(ok)
+    return pl.Series(passes, dtype=pl.Boolean)
+
+
+def _pure_rule(rule: models.Rule, current: list[Any], cell: Any) -> list[Any]:
+    if rule != "sum":
+        return rules.RULES[rule](current, cell)
+    try:
+        return rules.sum_(current, [] if cell is None else [cell])
+    except ValueError:  # a stored value that is not a number counts as 0, as over whole columns
+        return rules.sum_([], [] if cell is None else [cell])
+
+
+def _each_once(once: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
+    """Given rows whose profile has no other row in the batch (each beside its profile's values), return each
+    profile's values after its row: the rules as expressions over whole columns."""
+    for layer in _layers([m for m in state.maps if m.rule != "sum"]):
+        once = once.with_columns(
             rules.expression(m.rule, pl.col(prop_col(m.property)), pl.col(_values_col(m.field)))
             .alias(prop_col(m.property)) for m in layer)
-    batch = batch.drop(_values_col(f) for f in split)
-    if state.ctx.objectives:
-        held = rules.decode(pl.col(prop_col(state.ctx.consent_property)))
-        consent = held.list.set_intersection(list(state.ctx.objectives)).list.len() > 0
-        state.counts.no_consent += batch.select((~consent).sum()).item()
-        batch = batch.filter(consent)
-    state.counts.rows_applied += batch.height
-    return batch.with_columns(_sums=_sums_json(state)) if state.sum_props else batch.with_columns(_sums=pl.lit(None))
+    once = once.with_columns(rules.expression("sum", pl.col(prop_col(p)), pl.col(_difference_col(p)))
+                             .alias(prop_col(p)) for p in state.sum_props)
+    return once.select(pl.col("_pid").alias("pid"), *(prop_col(p) for p in state.props))
+
+
+def _folded(many: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
+    """Given the rows of profiles that have several in the batch (file order), return those profiles' values
+    after all their rows, each property folded once over its operations in file and mapping order."""
+    current = before.join(many.select(pl.col("_pid").alias("pid")).unique(), on="pid", how="semi")
+    listed = [m for m in state.maps if m.rule != "sum"]
+    if listed:
+        props = list(dict.fromkeys(m.property for m in listed))
+        folded = _fold_lists(_operations(many, listed, props), current, props)
+        current = current.update(folded, on="pid", include_nulls=True)
+    if state.sum_props:
+        totals = many.group_by("_pid").agg(
+            pl.when(pl.col(_difference_col(p)).count() > 0).then(pl.col(_difference_col(p)).sum()).alias(p)
+            for p in state.sum_props)
+        current = current.join(totals, left_on="pid", right_on="_pid", how="left").with_columns(
+            rules.expression("sum", pl.col(prop_col(p)), pl.col(p)).alias(prop_col(p)) for p in state.sum_props
+        ).drop(*state.sum_props)
+    return current.select("pid", *(prop_col(p) for p in state.props))
+
+
+def _operations(many: pl.DataFrame, listed: list[Mapping], props: list[str]) -> pl.DataFrame:
+    """One row per (row, mapping): _pid, _p (the property's index in props), _rule, _v (the cell's values),
+    grouped by profile and property, in file and mapping order."""
+    index = {p: n for n, p in enumerate(props)}
+    return pl.concat([
+        many.select("_pid", "_pos", _m=pl.lit(j, pl.UInt32), _p=pl.lit(index[m.property], pl.UInt32),
+                    _rule=pl.lit(m.rule), _v=pl.col(_values_col(m.field)))
+        for j, m in enumerate(listed)
+    ]).sort("_pid", "_p", "_pos", "_m")
+
+
+def _fold_lists(ops: pl.DataFrame, current: pl.DataFrame, props: list[str]) -> pl.DataFrame:
+    """Given every list rule's operations on the profiles (see _operations) and their values before, return
+    (pid, each property's JSON array text after the operations).
+
+    The result is what the operation that last replaced the values left (`set` with values,
+    `set_or_clear`, `set_if_empty` with values where none were held), or the values held
+    before, followed by the values of every `add` after it, without repeats.
+    """
+    held = current.unpivot(on=[prop_col(p) for p in props], index="pid", variable_name="_name", value_name="_held") \
+        .with_columns(_p=pl.col("_name").replace_strict({prop_col(p): n for n, p in enumerate(props)},
+                                                        return_dtype=pl.UInt32)).drop("_name")
+    key = ["_pid", "_p"]
+    rule, has = pl.col("_rule"), pl.col("_v").list.len() > 0
+    was_empty = pl.col("_held").is_null()
+    # Whether the property is empty after each operation, where the operation decides it.
+    decided = pl.when(rule.is_in(["set", "set_if_empty", "add"]) & has).then(False) \
+        .when(rule == "set_or_clear").then(~has)
+    ops = ops.join(held, left_on=key, right_on=["pid", "_p"], how="left", maintain_order="left").with_columns(
+        _empty=decided.forward_fill().over(key), _i=pl.int_range(pl.len(), dtype=pl.UInt32))
+    empty_before = pl.col("_empty").shift(1).over(key).fill_null(was_empty)
+    replaces = ((rule == "set") & has) | (rule == "set_or_clear") | ((rule == "set_if_empty") & has & empty_before)
+    ops = ops.with_columns(_last=pl.when(replaces).then(pl.col("_i")).max().over(key))
+    adds = (rule == "add") & has & (pl.col("_last").is_null() | (pl.col("_i") > pl.col("_last")))
+    ops = ops.with_columns(_adds=adds, _keep=(pl.col("_i") == pl.col("_last")).fill_null(False) | adds)
+    result = ops.group_by(key, maintain_order=True).agg(
+        pl.col("_held").first(), pl.col("_last").first().is_not_null().alias("_replaced"),
+        pl.col("_adds").any(), pl.col("_v").filter(pl.col("_keep")).explode().drop_nulls().alias("_values"))
+    base = pl.when(pl.col("_replaced")).then(pl.lit([], pl.List(pl.String))).otherwise(rules.decode(pl.col("_held")))
+    merged = base.list.concat(pl.col("_values"))
+    final = pl.when(pl.col("_adds")).then(merged.list.unique(maintain_order=True)).otherwise(merged)
+    text = pl.when(pl.col("_replaced") | pl.col("_adds")).then(rules.encode(final)).otherwise(pl.col("_held"))
+    wide = result.select("_pid", "_p", _text=text).pivot(on="_p", index="_pid", values="_text")
+    return wide.rename({"_pid": "pid", **{str(n): prop_col(p) for n, p in enumerate(props)}})
 
 
 def _values_col(field: str) -> str:
     return f"v\x1f{field}"
 
 
+def _difference_col(prop: str) -> str:
+    return f"d\x1f{prop}"
+
+
+def _contribution_col(prop: str) -> str:
+    return f"c\x1f{prop}"
+
+
 def _layers(maps: list[Mapping]) -> list[list[Mapping]]:
-    """Split the mappings, in order, into groups that can be computed together (one pass, all cores).
+    """Split the list-rule mappings, in order, into groups that can be computed together (one pass, all cores).
 
     A group never holds two mappings of one property (the second must see the first's
-    result); a `sum` mapping is a group of its own.
+    result).
     """
     layers: list[list[Mapping]] = []
     for mapping in maps:
-        last = layers[-1] if layers else None
-        if (last is None or mapping.rule == "sum" or last[0].rule == "sum"
-                or mapping.property in {m.property for m in last}):
+        if not layers or mapping.property in {m.property for m in layers[-1]}:
             layers.append([mapping])
         else:
-            last.append(mapping)
+            layers[-1].append(mapping)
     return layers
 
 
-def _previous_sums(batch: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
-    """What each row contributed to each `sum` property when the file was imported before."""
-    if not state.sum_props:
-        return pl.DataFrame()
-    dtype = pl.Struct({prop: pl.Float64 for prop in sorted(state.sum_props)})
-    return batch.select(pl.col("_prev_sums").str.json_decode(dtype).struct.unnest())
-
-
-def _summed(batch: pl.DataFrame, mapping: Mapping, previous: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
-    """Add the difference between each row's amount and what it contributed before; reject bad cells."""
-    cell = pl.col(field_col(mapping.field))
-    amount = rules.amount_expression(cell)
-    bad = batch.filter(cell.is_not_null() & (cell != "") & amount.is_null())
-    for number, value in bad.select("_row", field_col(mapping.field)).iter_rows():
-        state.rejects.append(RowReject(state.ctx.label, number, mapping.field, f"`{mapping.field}` is not a number",
-                                       value[:200]))
-    state.counts.cells_rejected += bad.height
-    before = previous.get_column(mapping.property)
-    batch = batch.with_columns(_amount=amount, _before=before)
-    delta = pl.col("_amount") - pl.col("_before").fill_null(0.0)
-    new = rules.expression("sum", pl.col(prop_col(mapping.property)), delta)
-    contribution = pl.coalesce("_amount", "_before")
-    return batch.with_columns(new.alias(prop_col(mapping.property)), contribution.alias(f"_c_{mapping.property}")).drop(
-        "_amount", "_before")
-
-
 def _sums_json(state: FileMerge) -> pl.Expr:
-    return pl.struct(pl.col(f"_c_{p}").alias(p) for p in sorted(state.sum_props)).struct.json_encode()
+    return pl.struct(pl.col(_contribution_col(p)).alias(p) for p in sorted(state.sum_props)).struct.json_encode()
 
 
 def _plan(read: Read, state: FileMerge, *, prepare: bool = False) -> Plan:
     """Apply the batch's rows to their profiles; return what is to be written (with prepare, SQLite's rows of
     it too: the writer then only binds them)."""
     before = _before(read, state)
-    after, applied = _rounds(read.rows, before, state)
+    after, applied = _applied(read.rows, before, state)
     # A new profile none of whose rows applied (no consent) is not created.
     after = after.filter((pl.col("pid") > 0) | pl.col("pid").is_in(applied.get_column("_pid").implode()))
     before, after, applied = _numbered(before, after, applied)
@@ -678,7 +831,7 @@ def _plan(read: Read, state: FileMerge, *, prepare: bool = False) -> Plan:
     created = new.join(before.select("pid", *map(prop_col, state.indexed_props)), on="pid", suffix="_was")
     releases, claims, fresh, added = _reindexed(changed, created, state)
     state.changed = rowkeys.merge_sorted(state.changed, changed.get_column("pid"), distinct=True)
-    in_order = applied.sort("_row")
+    in_order = applied  # in file order
     records = in_order.select(pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
                               pl.col("_sums").cast(pl.String).alias("sums"))
     links = in_order.select("_pid", *dict.fromkeys(field_col(ref.field) for ref in state.ctx.groups))
