@@ -12,6 +12,8 @@ timed with its peak memory (ru_maxrss from wait4). Stages:
   small change  that second file again with 1% of rows changed (exactly-once: only those apply)
   no change     1,000 small files already imported (nothing may be downloaded)
   export        the N profiles of a segment to a CSV encrypted to the partner, uploaded atomically
+  repeated      (--repeated) first loads of N rows where 1,000 profiles have N/1,000 rows each, and where one
+                profile has N/10 rows, against the first load of N distinct rows (each into an empty store)
   baseline      OpenSSH sftp get + gpg --decrypt + polars read_csv + one-transaction upserts
                 into a plain table (SQLite executemany / PostgreSQL COPY then INSERT … ON CONFLICT);
                 for export the reverse: select into polars + write_csv, gpg --encrypt, sftp put
@@ -104,10 +106,12 @@ def timed(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | Non
     return seconds, peak
 
 
-def customers(rows: int, *, changed: float = 0.0, seed: int = 0) -> pl.DataFrame:
-    """Given a row count, return a realistic customer frame; `changed` of the rows differ by seed."""
-    i = pl.col("i")
-    flip = ((i * 7919 + seed) % 1000) < int(changed * 1000)
+def customers(rows: int, *, changed: float = 0.0, seed: int = 0, who: pl.Expr | None = None) -> pl.DataFrame:
+    """Given a row count, return a realistic customer frame; `changed` of the rows differ by seed. `who` (an
+    expression of the row number `i`) says which customer each row is (default: row i is customer i)."""
+    row = pl.col("i")
+    i = row if who is None else who
+    flip = ((row * 7919 + seed) % 1000) < int(changed * 1000)
     pick = lambda values: pl.lit(pl.Series(values)).get(i % len(values))  # noqa: E731
     return pl.DataFrame({"i": pl.int_range(0, rows, eager=True)}).select(
         customer_id="C" + i.cast(pl.String),
@@ -119,9 +123,9 @@ def customers(rows: int, *, changed: float = 0.0, seed: int = 0) -> pl.DataFrame
         city=pick(["Amsterdam", "Utrecht", "Gent", "Köln", "Lyon"]),
         birth_date="19" + (50 + i % 50).cast(pl.String) + "-0" + (1 + i % 9).cast(pl.String) + "-1"
         + (i % 10).cast(pl.String),
-        loyalty_points=(i % 500 + pl.when(flip).then(seed + 1).otherwise(0)).cast(pl.String),
-        total_spent=((i % 100000) / 100).cast(pl.String),
-        interests=pick(["books|chess", "travel", "cycling|books|wine", "", "music"]),
+        loyalty_points=(row % 500 + pl.when(flip).then(seed + 1).otherwise(0)).cast(pl.String),
+        total_spent=((row % 100000) / 100).cast(pl.String),
+        interests=pl.lit(pl.Series(["books|chess", "travel", "cycling|books|wine", "", "music"])).get(row % 5),
         updated_at=pl.lit(f"2026-11-0{1 + seed % 9}"),
     )
 
@@ -237,6 +241,8 @@ def main() -> None:
     parser.add_argument("--profiler", choices=["pyinstrument", "py-spy"], default="pyinstrument",
                         help="py-spy samples every thread with little slowdown (pip install py-spy)")
     parser.add_argument("--loads-only", action="store_true", help="only the first and merge loads")
+    parser.add_argument("--repeated", action="store_true",
+                        help="only first loads of distinct rows and of rows that revisit profiles")
     args = parser.parse_args()
     stores = args.store.split(",")
     with contextlib.ExitStack() as stack:
@@ -247,6 +253,10 @@ def main() -> None:
         bench = Bench(sshd, keys, work, args.rows, args.profile, args.profiler)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
+        if args.repeated:
+            measures = [m for store in stores for m in repeated(bench, store, pg_url)]
+            _table(args.rows, measures)
+            return
         files = {
             "first": bench.encrypted(customers(args.rows), "customers_1.csv"),
             "merge": bench.encrypted(customers(args.rows, changed=0.10, seed=1), "customers_2.csv"),
@@ -258,10 +268,32 @@ def main() -> None:
             measures += run_store(bench, store, pg_url, files, loads_only=args.loads_only)
         if args.memory_rows:
             measures += memory(bench, args.rows, args.memory_rows)
-        print(f"\n{args.rows:,} rows; {os.cpu_count()} cores; {_python()}\n")
-        print("| stage | seconds | rows/s | peak MiB | ratio |\n|---|---:|---:|---:|---:|")
-        for measure in measures:
-            print(measure.row())
+        _table(args.rows, measures)
+
+
+def _table(rows: int, measures: list[Measure]) -> None:
+    print(f"\n{rows:,} rows; {os.cpu_count()} cores; {_python()}\n")
+    print("| stage | seconds | rows/s | peak MiB | ratio |\n|---|---:|---:|---:|---:|")
+    for measure in measures:
+        print(measure.row())
+
+
+def repeated(bench: Bench, store: str, pg_url: str | None) -> list[Measure]:
+    """First loads, each into an empty store: N distinct rows, then N rows of 1,000 profiles, then N rows one
+    profile of which has N/10; the ratios are against the distinct rows."""
+    n, i = bench.rows, pl.col("i")
+    shapes = [("distinct rows", None), ("1,000 profiles x N/1,000 rows", i % 1000),
+              (f"one profile with {n // 10:,} rows", pl.when(i < n // 10).then(0).otherwise(i))]
+    out: list[Measure] = []
+    for number, (label, who) in enumerate(shapes):
+        source = bench.encrypted(customers(n, who=who), f"repeated_{number}.csv")
+        url = new_database(pg_url) if store == "postgresql" and pg_url else f"sqlite:///{bench.work}/rep-{number}.db"
+        base, remote = bench.deployment(url, f"repeated-{store}-{number}")
+        drop(remote, "customers_1.csv.gpg", source)
+        secs, peak = bench.connector(base, "customers", stage=f"repeated-{number}-{store}")
+        out.append(Measure(f"first load, {label} ({store})", secs, n, peak, out[0].seconds if out else None))
+        source.unlink()
+    return out
 
 
 def memory(bench: Bench, small: int, big: int) -> list[Measure]:
