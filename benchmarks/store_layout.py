@@ -38,6 +38,16 @@ class Layout:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine, self.sqlite = engine, engine.dialect.name == "sqlite"
 
+    def copy(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows as the connector does: executemany on SQLite, COPY on PostgreSQL."""
+        if self.sqlite:
+            self.run(f"INSERT INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
+            return
+        with self.engine.begin() as conn, conn.connection.driver_connection.cursor().copy(
+                f"COPY {table} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
     def run(self, sql: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
         with self.engine.begin() as conn:
             cursor = conn.connection.driver_connection.cursor()
@@ -68,9 +78,9 @@ class Columns(Layout):
                          for _ in range(wide // 250)]
 
     def load(self, rows: list[list[tuple[Any, ...]]]) -> None:
-        self.run(f"INSERT INTO profile VALUES ({', '.join('?' * (PROPS + 1))})", rows[0])
+        self.copy("profile", rows[0])
         for t, side in enumerate(rows[1:]):
-            self.run(f"INSERT INTO profile_x{t} VALUES ({', '.join('?' * 251)})", side)
+            self.copy(f"profile_x{t}", side)
 
     def merge(self, changed: list[int]) -> None:
         self.run("UPDATE profile SET p_1 = ?, p_5 = ?, p_9 = ? WHERE id = ?",
@@ -101,7 +111,7 @@ class Documents(Layout):
         return [[(r, doc(r)) for r in range(N)]]
 
     def load(self, rows: list[list[tuple[Any, ...]]]) -> None:
-        self.run("INSERT INTO profile VALUES (?, ?)", rows[0])
+        self.copy("profile", rows[0])
 
     def merge(self, changed: list[int]) -> None:
         # Read the documents, change three properties, write them back whole (what a merge would do).

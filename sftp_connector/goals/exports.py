@@ -33,6 +33,9 @@ from sftp_connector.store import queries
 
 logger = logging.getLogger(__name__)
 
+MAX_COLUMNS = 1_600
+"""The most properties and segment flags one export reads (one query returns them)."""
+
 
 @dataclass(slots=True)
 class Plan:
@@ -129,11 +132,19 @@ def plan(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, *, wate
     read = (export_files.property_of(connector, c) for c in goal.columns)
     properties = list(dict.fromkeys(prop for prop in read if prop))
     held = [f"{columns[p]} IS NOT NULL" for p in properties if p in columns and _is_exported_property(goal, p)]
-    tests.append("(" + " OR ".join(held) + ")" if held else "(1=0)" if _exports_properties(goal) else "(1=1)")
+    tests.append(_any(held) if held else "(1=0)" if _exports_properties(goal) else "(1=1)")
     flags = list(dict.fromkeys(name for c in goal.columns for name in export_files.segment_names(connector, c)))
     picks = [columns.get(p, "NULL") for p in properties]
     picks += [f"(CASE WHEN {sql.segment(name)} THEN 1 ELSE 0 END)" for name in flags]
     return Plan(" AND ".join(tests), chosen, sql.params, picks, properties, flags)
+
+
+def _any(tests: list[str]) -> str:
+    """The tests joined by OR as a balanced tree: SQLite refuses an expression deeper than 1,000."""
+    if len(tests) <= 64:
+        return "(" + " OR ".join(tests) + ")"
+    half = len(tests) // 2
+    return f"({_any(tests[:half])} OR {_any(tests[half:])})"
 
 
 def _exports_properties(goal: models.ExportProfiles) -> bool:
@@ -150,6 +161,10 @@ def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name:
     watermark = store_exports.watermark(conn, goal.name) if goal.changed_only else None
     query = plan(ctx, conn, goal, watermark=watermark)
     main = export_files.file_name(goal, name)
+    if len(query.picks) > MAX_COLUMNS:
+        raise GoalError(f"the export reads {len(query.picks)} properties and segment flags, more than the "
+                        f"{MAX_COLUMNS:,} one query may return (PostgreSQL: 1,664 columns, SQLite: 2,000): "
+                        "nothing was exported; split the columns over several export goals", file=main)
     sink = export_files.Sink(ctx.work_dir / sftp.local_name(main), main, goal)
     pages = store_exports.profile_pages(conn, picks=query.picks, where=query.where, params=query.params,
                                         schema=export_files.page_schema(query.properties, query.flags))

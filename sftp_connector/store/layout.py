@@ -2,13 +2,15 @@
 
 Columns are named p_1, p_2, … across all of an entity's tables, so a column's name alone
 says which property it is; the catalog (`property_column` / `group_property_column`) says
-which table holds it (`tbl`). `profile` keeps its columns up to WIDTH (columns of an older
-store all stay where they are); later properties fill `profile_x1`, `profile_x2`, … (id,
-then up to WIDTH TEXT columns), made as properties appear. A side table's row may be absent:
-its columns are then all NULL. WIDTH keeps a PostgreSQL row within its 8160 bytes whatever
-the values (a cell longer than 24 bytes is moved out of line, 18 bytes left in the row),
-and every statement here reads or writes at most CHUNK columns, below SQLite's 2,000
-result columns and 1,000-deep expressions and PostgreSQL's 1,664 select-list entries.
+which table holds it (`tbl`). `profile` takes new properties while it has room for all of a
+file's new ones, up to WIDTH (columns of an older store all stay where they are); others
+go to `profile_x1`, `profile_x2`, … (id, then up to WIDTH TEXT columns), made as
+properties appear. A side table's row may be absent: its columns are then all NULL.
+
+WIDTH keeps a PostgreSQL row within its 8160 bytes whatever the values (a cell longer than
+24 bytes is moved out of line, 18 bytes left in the row), and every statement here reads or
+writes at most CHUNK columns, below SQLite's 2,000 result columns and 1,000-deep
+expressions and PostgreSQL's 1,664 select-list entries.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ def side_table(main: str, number: int) -> str:
 def catalog(conn: Connection, columns_model: Any) -> dict[str, tuple[str, str]]:
     """Given a catalog table's model, return every property's (column, table), in column order."""
     table = columns_model.__table__
-    rows = conn.execute(sa.select(table.c.name, table.c.column, table.c.tbl)).all()
-    return {name: (column, tbl) for name, column, tbl in sorted(rows, key=lambda r: _number(r[1]))}
+    in_order = sa.select(table.c.name, table.c.column, table.c.tbl).order_by(sa.func.length(table.c.column),
+                                                                             table.c.column)
+    return {name: (column, tbl) for name, column, tbl in conn.execute(in_order)}
 
 
 def tables_of(conn: Connection, columns_model: Any, main: str, columns: Iterable[str]) -> dict[str, list[str]]:
@@ -66,28 +69,23 @@ def chunks(columns: list[str], size: int = CHUNK) -> Iterator[list[str]]:
 def add_columns(
     conn: Connection, columns_model: Any, main: str, props: list[str], *, sqlite: bool
 ) -> dict[str, str]:
-    """Given properties the catalog does not hold yet, give each a new column, in the main table while it
-    has fewer than WIDTH, then in the last side table, then in new side tables; return {property: column}.
+    """Given properties the catalog does not hold yet, give each a new column; return {property: column}.
 
-    Properties that fit in one table but not in the room left go together to a new table.
-    A new side table is created with all its columns at once (thousands of ALTER TABLEs
-    would each rewrite SQLite's schema).
+    They go together to the main table if it has room for all of them, else to the last side
+    table if it has, else to new side tables: a goal's properties stay in one table, and the
+    main table (written for every profile) stays narrow, a wide file's properties never
+    filling it (SQLite writes a byte per column of a row, NULL or not). A new side table is
+    created with all its columns at once (thousands of ALTER TABLEs would each rewrite
+    SQLite's schema).
     """
     table = columns_model.__table__
     widths = dict(conn.execute(sa.select(table.c.tbl, sa.func.count()).group_by(table.c.tbl)).all())
     count = sum(widths.values())
     sides = sorted((t for t in widths if t != main), key=lambda t: int(t.rsplit("_x", 1)[1]))
-    current = sides[-1] if sides else main
-    number = int(current.rsplit("_x", 1)[1]) if sides else 0
-    room = max(WIDTH - widths.get(current, 0), 0)
-    if room < len(props) <= WIDTH:  # a goal's properties stay in one table: its reads and writes touch one
-        room = 0
+    number = int(sides[-1].rsplit("_x", 1)[1]) if sides else 0
+    target = next((t for t in [main, *sides[-1:]] if len(props) <= WIDTH - widths.get(t, 0)), None)
     placed: list[tuple[str, str, str]] = []
-    for prop in props[:room]:
-        count += 1
-        conn.exec_driver_sql(f"ALTER TABLE {current} ADD COLUMN p_{count} TEXT")
-        placed.append((prop, f"p_{count}", current))
-    for start in range(room, len(props), WIDTH):
+    for start in range(0, len(props) if target is None else 0, WIDTH):
         number += 1
         name = side_table(main, number)
         batch = props[start:start + WIDTH]
@@ -96,6 +94,10 @@ def add_columns(
         key = "id INTEGER PRIMARY KEY" if sqlite else "id BIGINT PRIMARY KEY"
         conn.exec_driver_sql(f"CREATE TABLE {name} ({key}, {', '.join(c + ' TEXT' for c in columns)})")
         placed += [(prop, column, name) for prop, column in zip(batch, columns, strict=True)]
+    for prop in props if target is not None else []:
+        count += 1
+        conn.exec_driver_sql(f"ALTER TABLE {target} ADD COLUMN p_{count} TEXT")
+        placed.append((prop, f"p_{count}", target))
     conn.execute(sa.insert(table), [{"name": p, "column": c, "tbl": t} for p, c, t in placed])
     return {prop: column for prop, column, _ in placed}
 
@@ -118,7 +120,3 @@ def expressions(conn: Connection, columns_model: Any, main: str, alias: str = "p
             short = "x" + tbl.rsplit("_x", 1)[1]
             found[name] = f"(SELECT {short}.{column} FROM {tbl} {short} WHERE {short}.id = {alias}.id)"
     return found
-
-
-def _number(column: str) -> int:
-    return int(column[2:]) if column[2:].isdigit() else 0

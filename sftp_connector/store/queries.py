@@ -109,7 +109,8 @@ def property_columns(
     """Given property names, return the column of each, adding columns (in side tables when the main table
     is full) for new properties."""
     table = entity.columns.__table__
-    known = dict(conn.execute(sa.select(table.c.name, table.c.column)).all())
+    query = sa.select(table.c.name, table.c.column)
+    known = dict(conn.execute(query.where(table.c.name.in_(props)) if len(props) <= 500 else query).all())
     new = [prop for prop in dict.fromkeys(props) if prop not in known]
     if new:
         known.update(layout.add_columns(conn, entity.columns, entity.table, new, sqlite=store.is_sqlite))
@@ -118,7 +119,8 @@ def property_columns(
 
 def all_property_columns(conn: Connection, entity: Entity = PROFILES) -> dict[str, str]:
     """Return every property's column."""
-    return {name: column for name, (column, _) in layout.catalog(conn, entity.columns).items()}
+    table = entity.columns.__table__
+    return dict(conn.execute(sa.select(table.c.name, table.c.column)).all())
 
 
 def property_expressions(conn: Connection, entity: Entity = PROFILES) -> dict[str, str]:

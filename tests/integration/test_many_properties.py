@@ -192,3 +192,18 @@ def test_a_side_table_property_is_updated_in_place_on_reimport(deployment: Deplo
     profiles = {p["email"][0]: p for p in deployment.properties()}
     assert profiles["p3@x.com"]["c0399"] == ["changed"] and profiles["p4@x.com"]["c0002"] == ["also"]
     assert profiles["p5@x.com"]["c0399"] == ["v5_399"]
+
+
+def test_an_export_of_more_columns_than_a_query_returns_fails_clearly_and_alone(deployment: Deployment) -> None:
+    deployment.write_goal("loyalty", ORDINARY)
+    deployment.put("in/loyalty.csv", LOYALTY, mtime=OLD)
+    deployment.write_goal("out", {
+        "kind": "export-profiles", "name": "out", "directory": "out", "encrypt": False, "filename": "all.csv",
+        "columns": [{"column": "email", "property": "email"},
+                    *({"column": f"c{n}", "property": f"c{n:04d}"} for n in range(1, 1601))]})
+    result = deployment.run()
+    errors = {g.goal: g.error for g in result.goals}
+    assert errors["loyalty"] is None
+    assert "goal out, file all.csv: the export reads 1601 properties" in errors["out"]
+    assert "1,600" in errors["out"]
+    assert not deployment.remote_path("out").exists() or not list(deployment.remote_path("out").iterdir())
