@@ -207,3 +207,26 @@ def test_an_export_of_more_columns_than_a_query_returns_fails_clearly_and_alone(
     assert "goal out, file all.csv: the export reads 1601 properties" in errors["out"]
     assert "1,600" in errors["out"]
     assert not deployment.remote_path("out").exists() or not list(deployment.remote_path("out").iterdir())
+
+
+def test_new_properties_go_together_to_the_main_table_while_it_has_room_then_to_side_tables(store_url: str) -> None:
+    store = db.open_store(store_url)
+    try:
+        with store.transaction() as conn:
+            def add(prefix: str, count: int) -> set[str]:
+                columns = queries.property_columns(store, conn, [f"{prefix}{n}" for n in range(count)])
+                routes = queries._routes(conn, queries.PROFILES, columns.values())
+                return {table for table, names in routes.items() if names}
+
+            assert add("a", 13) == {"profile"}
+            assert add("wide", 600) == {"profile_x1", "profile_x2", "profile_x3"}  # 250, 250, 100
+            assert add("b", 13) == {"profile"}  # a wide file never fills the main table
+            assert add("c", 150) == {"profile"}  # 176 columns
+            assert add("d", 100) == {"profile_x3"}  # no room for all in profile (74 left), in x3 (150 left)
+            assert add("e", 74) == {"profile"}
+            assert add("f", 60) == {"profile_x4"}  # room for neither in profile (0) nor in x3 (50): a new table
+            widths = dict(conn.exec_driver_sql("SELECT tbl, COUNT(*) FROM property_column GROUP BY tbl").all())
+            assert widths == {"profile": 250, "profile_x1": 250, "profile_x2": 250, "profile_x3": 200,
+                              "profile_x4": 60}
+    finally:
+        store.dispose()
