@@ -230,3 +230,17 @@ def test_new_properties_go_together_to_the_main_table_while_it_has_room_then_to_
                               "profile_x4": 60}
     finally:
         store.dispose()
+
+
+def test_groups_keep_side_table_properties_too(deployment: Deployment) -> None:
+    deployment.write_goal("firms", {
+        "kind": "import-groups", "name": "firms", "group_type": "firm", "stable_after_s": 0,
+        "files": [{"name": "firms", "directory": "in", "pattern": "firms.csv"}],
+        "identifier": {"field": "email"}, "bulk_mapping": {"rule": "set"}})
+    deployment.put("in/firms.csv", wide_file(400, 2), mtime=OLD)
+    run_ok(deployment)
+    deployment.put("in/firms.csv", wide_file(400, 2).replace("v1_399", "moved"), mtime=OLD + 60)
+    run_ok(deployment)
+    groups = {g["id"]: g["properties"] for g in deployment.read("groups")}
+    assert groups["p0@x.com"] == {f"c{c:04d}": [f"v0_{c}"] for c in range(1, 400)}
+    assert groups["p1@x.com"]["c0399"] == ["moved"] and groups["p1@x.com"]["c0001"] == ["v1_1"]
