@@ -137,6 +137,14 @@ def test_column_split_matches_split(cell: str | None, separator: str | None, exp
     assert got == expected == rules.split(cell, separator)
 
 
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="ab|; .*", max_size=12)), min_size=1, max_size=30),
+       st.sampled_from([None, "|", ";", "ab", "aa", ".", "*|"]))
+def test_column_split_agrees_with_the_pure_split(cells: list[str | None], separator: str | None) -> None:
+    got = pl.DataFrame({"c": cells}, schema={"c": pl.String}).select(
+        rules.split_expression(pl.col("c"), separator)).to_series().to_list()
+    assert got == [rules.split(cell, separator) for cell in cells]
+
+
 def test_number_text_prints_whole_sums_as_integers_and_rounds_float_noise() -> None:
     got = pl.DataFrame({"x": [10.0, 0.1 + 0.2, -2.5, 1e20]}).select(rules.number_text(pl.col("x"))).to_series()
     assert got.to_list() == ["10", "0.3", "-2.5", "1e+20"]  # valid JSON numbers
