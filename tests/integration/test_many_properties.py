@@ -238,3 +238,27 @@ def test_groups_keep_side_table_properties_too(deployment: Deployment) -> None:
     groups = {g["id"]: g["properties"] for g in deployment.read("groups")}
     assert groups["p0@x.com"] == {f"c{c:04d}": [f"v0_{c}"] for c in range(1, 400)}
     assert groups["p1@x.com"]["c0399"] == ["moved"] and groups["p1@x.com"]["c0001"] == ["v1_1"]
+
+
+def with_points(text: str, points: list[str]) -> str:
+    """The wide file with a points column (header first, then one cell per row)."""
+    lines = text.splitlines()
+    return "\n".join(f"{line},{cell}" for line, cell in zip(lines, ["points", *points], strict=True)) + "\n"
+
+
+def test_a_sum_in_a_side_table_adds_the_difference_and_an_overwrite_withdraws_it(deployment: Deployment) -> None:
+    deployment.write_goal("wide", wide_goal("wide", "wide.csv", write_mode="overwrite", max_clear_ratio=1.0,
+                                            mappings=[{"field": "points", "property": "points", "rule": "sum"}]))
+    deployment.put("in/wide.csv", with_points(wide_file(600, 3), ["10", "20", "30"]), mtime=OLD)
+    run_ok(deployment)
+    deployment.put("in/wide.csv", with_points(wide_file(600, 2), ["15", "20"]), mtime=OLD + 60)
+    run_ok(deployment)
+    profiles = {p["email"][0]: p for p in deployment.properties()}
+    assert profiles["p0@x.com"]["points"] == [15] and profiles["p1@x.com"]["points"] == [20]
+    assert profiles["p2@x.com"] == {"email": ["p2@x.com"], "points": [0]}  # withdrawn, side properties cleared
+    store = db.open_store(deployment.store_url)
+    try:
+        with store.engine.connect() as conn:
+            assert queries.property_expressions(conn)["points"].startswith("(SELECT")  # in a side table
+    finally:
+        store.dispose()
