@@ -62,9 +62,12 @@ def find_identities(
     picked = {p: c for p, c in (columns or {}).items() if c in joined}
     found = _identities(store, conn, prop, values, entity, picked)
     rest = {p: c for p, c in (columns or {}).items() if c not in joined}
-    if rest and not found.is_empty():
-        found = found.join(property_values(store, conn, found.get_column("pid"), rest, entity), on="pid", how="left")
-    return found.select(empty.columns) if rest else found
+    if not rest:
+        return found
+    if found.is_empty():
+        return empty
+    rest_values = property_values(store, conn, found.get_column("pid"), rest, entity)
+    return found.join(rest_values, on="pid", how="left").select(empty.columns)
 
 
 def _identities(
@@ -106,8 +109,8 @@ def _routes(conn: Connection, entity: Entity, columns: Any) -> dict[str, list[st
 def property_columns(
     store: Store, conn: Connection, props: Sequence[str], entity: Entity = PROFILES
 ) -> dict[str, str]:
-    """Given property names, return the column of each, adding columns (in side tables when the main table
-    is full) for new properties."""
+    """Given property names, return the column of each, adding columns for new properties (in the main table
+    or side tables: see layout.add_columns)."""
     table = entity.columns.__table__
     query = sa.select(table.c.name, table.c.column)
     known = dict(conn.execute(query.where(table.c.name.in_(props)) if len(props) <= 500 else query).all())

@@ -262,3 +262,14 @@ def test_a_sum_in_a_side_table_adds_the_difference_and_an_overwrite_withdraws_it
             assert queries.property_expressions(conn)["points"].startswith("(SELECT")  # in a side table
     finally:
         store.dispose()
+
+
+def test_a_file_whose_profiles_are_all_new_beside_side_table_profiles(deployment: Deployment) -> None:
+    deployment.write_goal("wide", wide_goal("wide", "wide*.csv"))
+    deployment.put("in/wide1.csv", wide_file(600, 2), mtime=OLD)
+    run_ok(deployment)
+    deployment.put("in/wide2.csv", wide_file(600, 1).replace("p0@x.com", "new@x.com"), mtime=OLD)
+    run_ok(deployment)  # every lookup of the batch finds nothing, its columns all in side tables
+    profiles = {p["email"][0]: p for p in deployment.properties()}
+    assert set(profiles) == {"p0@x.com", "p1@x.com", "new@x.com"}
+    assert profiles["new@x.com"]["c0599"] == ["v0_599"]
