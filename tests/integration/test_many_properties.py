@@ -1,6 +1,7 @@
 """Any number of properties, on both stores: a 5,000-column file under bulk_mapping imports (in under 1 GiB) and
-reads back whole, ordinary goals still add properties after it, 10,000 properties live in one store, and
-segments, erasure and overwrite reach properties kept in the side tables."""
+reads back whole, ordinary goals still add properties after it, 10,000 properties live in one store; segments,
+exports, erasure, overwrite, sums, re-imports and groups reach properties kept in side tables; where new
+properties go; an export wider than one query fails alone, naming goal, file and limit."""
 
 from __future__ import annotations
 
