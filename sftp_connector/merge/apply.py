@@ -236,11 +236,14 @@ def layers(maps: list[Mapping]) -> list[list[Mapping]]:
     result).
     """
     layers: list[list[Mapping]] = []
+    taken: set[str] = set()  # the properties of the last layer
     for mapping in maps:
-        if not layers or mapping.property in {m.property for m in layers[-1]}:
+        if not layers or mapping.property in taken:
             layers.append([mapping])
+            taken = {mapping.property}
         else:
             layers[-1].append(mapping)
+            taken.add(mapping.property)
     return layers
 
 

@@ -106,13 +106,16 @@ def _before(read: Read, state: FileMerge) -> pl.DataFrame:
     props = state.props
     columns = [prop_col(p) for p in props]
     stored = read.stored.rename({p: prop_col(p) for p in props}).select("pid", *columns)
-    new = read.new_profiles.group_by("pid", "property", maintain_order=True).agg("value")
     fresh = pl.DataFrame({"pid": read.new_profiles.get_column("pid").unique(maintain_order=True)})
-    for prop in props:
-        values = new.filter(pl.col("property") == prop).select("pid", pl.col("value").alias(prop_col(prop)))
-        fresh = fresh.join(values, on="pid", how="left", maintain_order="left")
-    fresh = fresh.with_columns(rules.encode(pl.col(c).fill_null([]).cast(pl.List(pl.String))).alias(c) for c in columns)
-    return pl.concat([stored, fresh.select("pid", *columns)])
+    # A new profile holds only the identifier values it was found by: one column per identifier property
+    # (not a join per property: a file may map thousands).
+    values = read.new_profiles.group_by("pid", "property", maintain_order=True).agg("value")
+    for prop in dict.fromkeys(p for _, p in state.identifiers):
+        found = values.filter(pl.col("property") == prop).select("pid", pl.col("value").alias(prop_col(prop)))
+        fresh = fresh.join(found, on="pid", how="left", maintain_order="left")
+    fresh = fresh.select("pid", *(rules.encode(pl.col(c).fill_null([]).cast(pl.List(pl.String))).alias(c)
+                                  if c in fresh.columns else pl.lit(None, pl.String).alias(c) for c in columns))
+    return pl.concat([stored, fresh])
 
 
 def plan_batch(read: Read, state: FileMerge, *, prepare: bool = False) -> Plan:
