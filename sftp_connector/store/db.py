@@ -21,6 +21,7 @@ from sqlmodel import SQLModel
 
 from sftp_connector.errors import ConfigError, StoreError
 from sftp_connector.store import models
+from sftp_connector.store.dialect import dialect_for
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self.dialect = dialect_for(engine)
 
     @contextmanager
     def transaction(self, *, rollback: bool = False) -> Iterator[Connection]:
