@@ -1,10 +1,11 @@
 """Export goals: profiles of a segment (and their events) → CSV → encrypt → atomic upload → watermark.
 
-The segment is evaluated in SQL and profiles are read a page at a time into the CSV, so
-memory stays flat. Each file is uploaded under a temporary name and renamed; if any upload
-fails, the files already placed are removed and the watermark stays where it was, so the
-next run exports the same profiles again. `changed_only` exports the profiles updated since
-the last successful export began reading.
+The goal hands the store a selection (segment, consent, columns, watermark: no SQL); the
+store evaluates it and reads profiles a page at a time into the CSV, so memory stays flat.
+Each file is uploaded under a temporary name and renamed; if any upload fails, the files
+already placed are removed and the watermark stays where it was, so the next run exports
+the same profiles again. `changed_only` exports the profiles updated since the last
+successful export began reading.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import polars as pl
 from sqlalchemy.engine import Connection
 
-from sftp_connector import failpoints, pgp, segments, sftp
+from sftp_connector import failpoints, pgp, sftp
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, GoalError, TransportError
 from sftp_connector.goals import export_files
@@ -35,21 +35,6 @@ logger = logging.getLogger(__name__)
 
 MAX_COLUMNS = 1_600
 """The most properties and segment flags one export reads (one query returns them)."""
-
-
-@dataclass(slots=True)
-class Plan:
-    """What to read: the WHERE expression over `profile p` and its parameters, the columns to pick."""
-
-    where: str
-    segment: str
-    """The segment and consent tests alone (what events of exported profiles are chosen by)."""
-    params: dict[str, Any]
-    picks: list[str]
-    """Select expressions after p.id: property columns, then one 0/1 flag per segment column."""
-    properties: list[str]
-    flags: list[str]
-    """The segment names the flags stand for, in pick order."""
 
 
 @dataclass(slots=True)
@@ -116,89 +101,58 @@ def _filename(ctx: RunContext, goal: models.ExportProfiles) -> str:
 # ── read and write the CSV files ──────────────────────────────────────────────────────
 
 
-def plan(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, *, watermark: float | None) -> Plan:
-    """Given an export goal, return the query that reads its profiles. Raise ConfigError for an unknown segment."""
+def selection(ctx: RunContext, goal: models.ExportProfiles, *, watermark: float | None) -> store_exports.Selection:
+    """Given an export goal and its watermark (None: export every profile), return what it reads."""
     connector = ctx.config.connector
-    columns = queries.property_expressions(conn)
-    sql = segments.Sql(sqlite=ctx.store.is_sqlite, columns=columns, segments=dict(connector.segments))
-    tests = [sql.segment(goal.segment)] if goal.segment else []
+    consent = None
     if connector.privacy.objectives:
         consent = models.Condition.model_validate(
             {"property": connector.privacy.consent_property, "in": list(connector.privacy.objectives)})
-        tests.append(segments.condition(sql, consent))
-    chosen = " AND ".join(tests) or "(1=1)"
-    if watermark is not None:
-        tests.append(f"p.updated_at > {sql.param(watermark)}")
     read = (export_files.property_of(connector, c) for c in goal.columns)
-    properties = list(dict.fromkeys(prop for prop in read if prop))
-    held = [f"{columns[p]} IS NOT NULL" for p in properties if p in columns and _is_exported_property(goal, p)]
-    tests.append(_any(held) if held else "(1=0)" if _exports_properties(goal) else "(1=1)")
-    flags = list(dict.fromkeys(name for c in goal.columns for name in export_files.segment_names(connector, c)))
-    picks = [columns.get(p, "NULL") for p in properties]
-    picks += [f"(CASE WHEN {sql.segment(name)} THEN 1 ELSE 0 END)" for name in flags]
-    return Plan(" AND ".join(tests), chosen, sql.params, picks, properties, flags)
-
-
-def _any(tests: list[str]) -> str:
-    """The tests joined by OR as a balanced tree: SQLite refuses an expression deeper than 1,000."""
-    if len(tests) <= 64:
-        return "(" + " OR ".join(tests) + ")"
-    half = len(tests) // 2
-    return f"({_any(tests[:half])} OR {_any(tests[half:])})"
-
-
-def _exports_properties(goal: models.ExportProfiles) -> bool:
-    return any(c.property for c in goal.columns)
-
-
-def _is_exported_property(goal: models.ExportProfiles, prop: str) -> bool:
-    return any(c.property == prop for c in goal.columns)
+    properties = tuple(dict.fromkeys(prop for prop in read if prop))
+    exported = {c.property for c in goal.columns if c.property}
+    return store_exports.Selection(
+        segments=dict(connector.segments), segment=goal.segment, consent=consent, changed_after=watermark,
+        properties=properties, holding=tuple(p for p in properties if p in exported) if exported else None,
+        flags=tuple(dict.fromkeys(name for c in goal.columns for name in export_files.segment_names(connector, c))),
+    )
 
 
 def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name: str) -> Export:
     """Write the profiles file (and the events files) into the run's work folder."""
     done = Export(started=time.time())
     watermark = store_exports.watermark(conn, goal.name) if goal.changed_only else None
-    query = plan(ctx, conn, goal, watermark=watermark)
+    chosen = selection(ctx, goal, watermark=watermark)
+    query = store_exports.query(ctx.store, conn, chosen)
     main = export_files.file_name(goal, name)
-    if len(query.picks) > MAX_COLUMNS:
-        raise GoalError(f"the export reads {len(query.picks)} properties and segment flags, more than the "
-                        f"{MAX_COLUMNS:,} one query may return (PostgreSQL: 1,664 columns, SQLite: 2,000): "
-                        "nothing was exported; split the columns over several export goals", file=main)
+    if len(chosen.properties) + len(chosen.flags) > MAX_COLUMNS:
+        raise GoalError(f"the export reads {len(chosen.properties) + len(chosen.flags)} properties and segment "
+                        f"flags, more than the {MAX_COLUMNS:,} one query may return (PostgreSQL: 1,664 columns, "
+                        "SQLite: 2,000): nothing was exported; split the columns over several export goals",
+                        file=main)
     sink = export_files.Sink(ctx.work_dir / sftp.local_name(main), main, goal)
-    pages = store_exports.profile_pages(conn, picks=query.picks, where=query.where, params=query.params,
-                                        schema=export_files.page_schema(query.properties, query.flags))
+    properties, flags = list(chosen.properties), list(chosen.flags)
+    pages = store_exports.pages(conn, query, export_files.page_schema(properties, flags))
     for page in read_ahead(pages, depth=2, name="export-pages"):
-        sink.add(export_files.render(ctx.config.connector, goal, query.properties, query.flags, page))
+        sink.add(export_files.render(ctx.config.connector, goal, properties, flags, page))
         done.ids.append(page.get_column("id"))
     written = sink.close()
     done.files.append(written)
     if goal.events is not None and (written.rows or goal.export_empty):
-        done.files += _write_events(ctx, conn, goal, name, query, watermark)
+        done.files += _write_events(ctx, conn, goal, name, query)
     return done
 
 
 def _write_events(
-    ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name: str, query: Plan, watermark: float | None,
+    ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name: str, query: store_exports.Query,
 ) -> list[export_files.Written]:
     """The events files of the exported profiles: one per event type, and one per nested list."""
     assert goal.events is not None
     spec = goal.events
     types = store_exports.event_types(conn) if spec.types == "all" else list(spec.types)
-    since = spec.since or (segments.cutoff(spec.since_days) if spec.since_days is not None else None)
-
-    def mark(key: str) -> str:
-        return segments.placeholder(key, sqlite=ctx.store.is_sqlite)
-
     files = []
     for kind in types:
-        params = {**query.params, "event_type": kind, "event_since": since or "", "event_after": watermark or 0.0}
-        where = f"e.type = {mark('event_type')} AND {query.segment}"
-        if watermark is not None:
-            where += f" AND e.updated_at > {mark('event_after')}"
-        if since:
-            where += f" AND e.time >= {mark('event_since')}"
-        rows = store_exports.events_of(conn, where=where, params=params)
+        rows = store_exports.events_of(conn, query, kind, since=spec.since, since_days=spec.since_days)
         files += export_files.event_files(ctx.work_dir, goal, name, kind, rows)
     return files
 
@@ -262,12 +216,3 @@ def _take_back(ctx: RunContext, placed: list[str]) -> None:
         except TransportError as exc:
             logger.warning("could not remove %s after the failed export: %s", path, exc)
 
-
-def members(store: Any, connector: models.Connector, condition: models.Condition) -> list[int]:
-    """Given a condition (or a segment, as {segment: name}), return the ids of the profiles it holds, in id order."""
-    with store.engine.connect() as conn:
-        sql = segments.Sql(sqlite=store.is_sqlite, columns=queries.property_expressions(conn),
-                           segments=dict(connector.segments))
-        where = segments.condition(sql, condition)
-        pages = store_exports.profile_pages(conn, picks=[], where=where, params=sql.params, schema={"id": pl.Int64})
-        return [pid for page in pages for pid in page.get_column("id").to_list()]

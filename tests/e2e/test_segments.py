@@ -11,8 +11,8 @@ import pytest
 
 from sftp_connector.config import models
 from sftp_connector.errors import ConfigError
-from sftp_connector.goals import exports
 from sftp_connector.store import db
+from sftp_connector.store import exports as store_exports
 from tests.fixtures.connector import Deployment
 
 OLD = time.time() - 3600
@@ -77,7 +77,8 @@ def members(deployment: Deployment, ids: dict[str, Any], condition: dict[str, An
     config = deployment.config()
     store = db.open_store(config.connector.store.url)
     try:
-        found = exports.members(store, config.connector, models.Condition.model_validate(condition))
+        found = store_exports.members(store, dict(config.connector.segments),
+                                      models.Condition.model_validate(condition))
     finally:
         store.dispose()
     names = {pid: key for key, pid in ids.items()}

@@ -1,5 +1,7 @@
 """Segments as SQL: a condition tree from connector.yaml becomes one WHERE expression over
-`profile p`, evaluated by the database (SQLite or PostgreSQL), never by loading profiles.
+`profile p`, evaluated by the database (SQLite or PostgreSQL, through the store's dialect),
+never by loading profiles. (The conditions are checked when the configuration loads: see
+config/load.py.)
 
 A property's cell is its values as JSON array text, so a property condition is an EXISTS
 over the array's elements: it holds when one value satisfies every operator given. Text
@@ -16,16 +18,14 @@ from typing import Any
 
 from sftp_connector.config import models
 from sftp_connector.errors import ConfigError
-
-# A JSON value that reads as a number (PostgreSQL would raise on a bad cast).
-_PG_NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+from sftp_connector.store.dialect import Dialect
 
 
 @dataclass(slots=True)
 class Sql:
     """Compiles conditions for one database; collects the bound parameters as it goes."""
 
-    sqlite: bool
+    dialect: Dialect
     columns: dict[str, str]
     """Property → SQL expression of its cell over `profile p` (a property without one has no values yet)."""
     segments: dict[str, models.Condition]
@@ -37,7 +37,7 @@ class Sql:
         """Given a value, bind it and return its placeholder."""
         name = f"s{len(self.params)}"
         self.params[name] = value
-        return placeholder(name, sqlite=self.sqlite)
+        return self.dialect.placeholder(name)
 
     def segment(self, name: str) -> str:
         """Given a segment name, return its WHERE expression. Raise ConfigError if unknown or circular."""
@@ -60,11 +60,6 @@ class Sql:
 def cutoff(days: float, now: datetime | None = None) -> str:
     """The ISO date-time `days` before now (or before the given time)."""
     return ((now or datetime.now(UTC)) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def placeholder(name: str, *, sqlite: bool) -> str:
-    """The mark of a named bound parameter, in SQLite's or psycopg's style."""
-    return f":{name}" if sqlite else f"%({name})s"
 
 
 def condition(sql: Sql, cond: models.Condition) -> str:
@@ -93,14 +88,13 @@ def _property(sql: Sql, cond: models.Condition) -> str:
         return held if cond.exists else f"(NOT {held})"
     if cell is None:
         return "(1=0)" if cond.exists is not False else "(1=1)"
-    source = f"json_each({cell}) j" if sql.sqlite else f"json_array_elements_text(({cell})::json) AS j(value)"
-    found = f"EXISTS (SELECT 1 FROM {source} WHERE {' AND '.join(tests)})"
+    found = f"EXISTS (SELECT 1 FROM {sql.dialect.json_elements(cell)} WHERE {' AND '.join(tests)})"
     return f"({cell} IS NULL OR NOT {found})" if cond.exists is False else f"({cell} IS NOT NULL AND {found})"
 
 
 def _value_tests(sql: Sql, cond: models.Condition, value: str) -> list[str]:
     """The tests one value must pass: text, numeric and date operators."""
-    text = f"CAST({value} AS TEXT)" if sql.sqlite else value
+    text = sql.dialect.element_text(value)
     tests = []
     if cond.equals is not None:
         tests.append(f"{text} = {sql.param(_text(cond.equals))}")
@@ -109,9 +103,8 @@ def _value_tests(sql: Sql, cond: models.Condition, value: str) -> list[str]:
     if cond.not_in:
         tests.append(f"{text} NOT IN ({', '.join(sql.param(_text(v)) for v in cond.not_in)})")
     if cond.contains is not None:
-        tests.append(f"instr({text}, {sql.param(cond.contains)}) > 0" if sql.sqlite
-                     else f"strpos({text}, {sql.param(cond.contains)}) > 0")
-    tests += [f"{_number(sql, value)} {op} {sql.param(bound)}" for op, bound in _comparisons(cond)]
+        tests.append(sql.dialect.contains(text, sql.param(cond.contains)))
+    tests += [f"{sql.dialect.element_number(value)} {op} {sql.param(bound)}" for op, bound in _comparisons(cond)]
     day = f"substr({text}, 1, 10)"
     dates = [("<", cond.before), (">", cond.after),
              (">=", sql.cutoff(cond.within_days)[:10] if cond.within_days is not None else None),
@@ -123,14 +116,6 @@ def _value_tests(sql: Sql, cond: models.Condition, value: str) -> list[str]:
 def _comparisons(cond: models.Condition) -> list[tuple[str, float]]:
     pairs = [(">", cond.gt), (">=", cond.gte), ("<", cond.lt), ("<=", cond.lte)]
     return [(op, float(bound)) for op, bound in pairs if bound is not None]
-
-
-def _number(sql: Sql, value: str) -> str:
-    """A JSON element as a number, null when it does not read as one."""
-    if sql.sqlite:
-        return (f"(CASE WHEN j.type IN ('integer', 'real') THEN {value} WHEN j.type = 'text' AND trim({value}) "
-                f"NOT GLOB '*[^0-9.eE+-]*' AND trim({value}) GLOB '*[0-9]*' THEN CAST(trim({value}) AS REAL) END)")
-    return f"(CASE WHEN {value} ~ '{_PG_NUMBER}' THEN {value}::double precision END)"
 
 
 def _text(value: str | int | float) -> str:
@@ -158,21 +143,9 @@ def _event(sql: Sql, cond: models.Condition) -> str:
     where = " AND ".join(tests)
     if not cond.count and cond.sum is None:
         return f"EXISTS (SELECT 1 FROM event e WHERE {where})"
-    measure = "COUNT(*)" if cond.count else f"COALESCE(SUM({_event_number(sql, cond.sum or '')}), 0)"
+    measure = "COUNT(*)" if cond.count else \
+        f"COALESCE(SUM({sql.dialect.json_field_number('e.properties', cond.sum or '', sql.param)}), 0)"
     bounds = _comparisons(cond) + ([("=", float(cond.equals))] if cond.equals is not None else [])
     value = f"(SELECT {measure} FROM event e WHERE {where})"
     return "(" + " AND ".join(f"{value} {op} {sql.param(bound)}" for op, bound in bounds) + ")"
 
-
-def _event_number(sql: Sql, name: str) -> str:
-    """An event property as a number (a value that is not one counts as nothing)."""
-    if sql.sqlite:
-        raw = f"json_extract(e.properties, {sql.param('$.' + _json_key(name))})"
-        return f"(CASE WHEN trim({raw}) NOT GLOB '*[^0-9.eE+-]*' AND trim({raw}) GLOB '*[0-9]*' " \
-               f"THEN CAST(trim({raw}) AS REAL) END)"
-    raw = f"(e.properties::json ->> {sql.param(name)})"
-    return f"(CASE WHEN {raw} ~ '{_PG_NUMBER}' THEN {raw}::double precision END)"
-
-
-def _json_key(name: str) -> str:
-    return '"' + name.replace('"', '\\"') + '"'
