@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sftp_connector.merge.context import Context, FileMerge, mappings
 from sftp_connector.merge.memory import fresh, keyed, latest_by_hash
 from sftp_connector.merge.plan import Plan, Read, added_by_file, changed_by_file, conflicts, plan_batch, read_batch
-from sftp_connector.merge.write import remember_touched, write_plan
+from sftp_connector.merge.write import remember_touched, staged, write_plan
 from sftp_connector.rowkeys import HASH_SEED
 from sftp_connector.store import queries
 from sftp_connector.store.db import Store
@@ -126,8 +126,8 @@ class Pipeline:
         state.counts.rows_unmatched += read.unmatched
         if read.rows.is_empty():
             return None
-        plan = plan_batch(read, state, prepare=self.store.is_sqlite)
-        self._submit(write_plan, plan, state)
+        plan = plan_batch(read, state)
+        self._submit(write_plan, plan, staged(self.store, plan, state), state)
         return plan
 
     @staticmethod
@@ -142,12 +142,8 @@ class Pipeline:
         """The connection for reads beside the writer's, opened on first use; None where the database cannot
         read beside a write in progress (SQLite outside WAL mode, an in-memory store)."""
         if self._side_conn is None and self._side_ok:
-            conn = self.store.engine.connect().execution_options(reads_only=True)
-            if self.store.is_sqlite and conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
-                conn.close()
-                self._side_ok = False
-                return None
-            self._side_conn = conn
+            self._side_conn = queries.reader_beside_writer(self.store)
+            self._side_ok = self._side_conn is not None
         return self._side_conn
 
     def _submit(self, work: Callable[..., T], *args: Any) -> Future[T]:

@@ -7,7 +7,7 @@ row records, group links) that the writer stores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import polars as pl
 from sqlalchemy.engine import Connection
@@ -36,10 +36,9 @@ class Plan:
     placeholder (negative) ids: the writer gives them real ones."""
 
     new: pl.DataFrame
-    """New profiles: pid and their profile columns (empty once prepared as `rows`)."""
+    """New profiles: pid and their profile columns."""
     patches: list[pl.DataFrame]
-    """Changed stored profiles: pid and the columns to write, one frame per set of columns (none once prepared
-    as `patch_rows`)."""
+    """Changed stored profiles: pid and the columns to write, one frame per set of columns."""
     releases: pl.DataFrame
     claims: pl.DataFrame
     """(property, value, profile_id): identity index changes of stored profiles."""
@@ -55,10 +54,6 @@ class Plan:
     """The stored profiles whose columns change."""
     pairs: pl.DataFrame
     """(property, value): every identifier value added to or dropped from the index."""
-    rows: queries.Prepared | None = None
-    """On SQLite, the new profiles' columns as prepared rows (in `new`'s order, without ids)."""
-    patch_rows: list[queries.Prepared] | None = None
-    """On SQLite, `patches` as prepared rows."""
 
 
 def read_batch(store: Store, conn: Connection, rows: pl.DataFrame, state: FileMerge) -> Read:
@@ -118,9 +113,8 @@ def _before(read: Read, state: FileMerge) -> pl.DataFrame:
     return pl.concat([stored, fresh])
 
 
-def plan_batch(read: Read, state: FileMerge, *, prepare: bool = False) -> Plan:
-    """Apply the batch's rows to their profiles; return what is to be written (with prepare, SQLite's rows of
-    it too: the writer then only binds them)."""
+def plan_batch(read: Read, state: FileMerge) -> Plan:
+    """Apply the batch's rows to their profiles; return what is to be written."""
     before = _before(read, state)
     after, applied = apply.applied(read.rows, before, state)
     # A new profile none of whose rows applied (no consent) is not created.
@@ -144,13 +138,7 @@ def plan_batch(read: Read, state: FileMerge, *, prepare: bool = False) -> Plan:
                               pl.col("_sums").cast(pl.String).alias("sums"))
     links = in_order.select("_pid", *dict.fromkeys(field_col(ref.field) for ref in state.ctx.groups))
     pairs = pl.concat([releases, claims, fresh, added]).select("property", "value")
-    plan = Plan(profiles, patches, releases, claims, fresh, added, records, links, changed.get_column("pid"), pairs)
-    if not prepare:
-        return plan
-    # The frames' columns are not kept beside their rows: a batch's rows as Python objects are large.
-    return replace(plan, new=profiles.clear(), patches=[],
-                   rows=queries.prepared(profiles.drop("pid", "created_at", "updated_at"), state.now),
-                   patch_rows=[queries.prepared(rows.rename({"pid": "id"}), state.now) for rows in patches])
+    return Plan(profiles, patches, releases, claims, fresh, added, records, links, changed.get_column("pid"), pairs)
 
 
 def numbered(

@@ -9,39 +9,28 @@ from sqlalchemy.engine import Connection
 from sftp_connector import failpoints, rules
 from sftp_connector.merge.context import FileMerge, field_col
 from sftp_connector.merge.plan import Plan
-from sftp_connector.store import queries
+from sftp_connector.store import queries, writes
 from sftp_connector.store.db import Store
+from sftp_connector.store.writes import real_ids
 
 TOUCHED_FLUSH = 1_000_000
 
 
-def write_plan(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> None:
-    """Write one batch's plan (on the writer thread): new profiles, changed columns of stored ones, the
-    identity index and the applied rows' records; new profiles get their ids here."""
-    entity = state.ctx.entity
-    if plan.rows is not None and plan.patch_rows is not None:
-        first = queries.append_profiles(store, conn, plan.rows, entity)
-        new_ids = range(first, first + len(plan.rows.rows))
-        for prepared in plan.patch_rows:
-            queries.update_prepared(store, conn, prepared, entity)
-    else:
-        new_ids = queries.reserve_profile_ids(conn, plan.new.height, entity)
-        first = new_ids[0] if new_ids else 0
-        queries.insert_profiles(store, conn, real_ids(plan.new, "pid", first).rename({"pid": "id"}), entity)
-        for rows in plan.patches:
-            queries.update_profiles(store, conn, rows.rename({"pid": "id"}), state.now, entity)
+def staged(store: Store, plan: Plan, state: FileMerge) -> writes.Staged:
+    """Given a batch's plan, return its profile changes ready for the store to write (on the merge's thread)."""
+    return writes.stage(store, writes.ProfileChanges(
+        plan.new, plan.patches, plan.releases, plan.claims, plan.fresh, plan.added,
+        {p: state.columns[p] for p in state.indexed_props}, state.now))
+
+
+def write_plan(store: Store, conn: Connection, plan: Plan, profiles: writes.Staged, state: FileMerge) -> None:
+    """Write one batch (on the writer thread): its profile changes (new profiles get their ids here), the applied
+    rows' records and group links; and keep count of what the file touched."""
+    new_ids = profiles.write(store, conn, state.ctx.entity)
+    first = new_ids.start
     state.created += len(new_ids)
     if new_ids and state.first_created is None:
-        state.first_created = new_ids[0]
-    # Changed profiles first: they were stored before the batch, so they claim a value first.
-    queries.release_identities(store, conn, plan.releases, entity)
-    queries.claim_identities(store, conn, plan.claims, entity)
-    if store.is_sqlite and new_ids:  # SQLite indexes the new profiles' values from the rows it has just written
-        for prop in state.indexed_props:
-            queries.claim_held_identities(store, conn, prop, state.columns[prop], (new_ids[0], new_ids[-1]), entity)
-    elif not store.is_sqlite:
-        queries.index_identities(store, conn, real_ids(plan.fresh, "profile_id", first), entity)
-        queries.claim_identities(store, conn, real_ids(plan.added, "profile_id", first), entity)
+        state.first_created = first
     records = real_ids(plan.records, "pid", first).rename({"pid": "profile_id"})
     queries.append_rows(conn, state.file_id, records)
     if state.ctx.groups:
@@ -55,14 +44,6 @@ def write_plan(store: Store, conn: Connection, plan: Plan, state: FileMerge) -> 
     latest = touched.reverse().unique(maintain_order=True).head(5).to_list()
     state.last = list(dict.fromkeys([*latest, *state.last]))[:5]
     failpoints.reached("mid-merge")  # a batch is written, the file is not committed
-
-
-def real_ids(frame: pl.DataFrame, column: str, first: int) -> pl.DataFrame:
-    """Given a frame, its id column and the id of new profile -1, return it with real ids (-n is first + n - 1)."""
-    if not first or frame.is_empty():
-        return frame
-    return frame.with_columns(pl.when(pl.col(column) < 0).then(first - 1 - pl.col(column)).otherwise(pl.col(column))
-                              .alias(column))
 
 
 def remember_touched(conn: Connection, state: FileMerge) -> None:

@@ -209,6 +209,16 @@ def pages(
         last = rows[-1][0]
 
 
+def reader_beside_writer(store: Store) -> Connection | None:
+    """Return a connection that reads beside a write in progress on another, seeing the store as last committed;
+    None where the database cannot (SQLite outside WAL mode, an in-memory store)."""
+    conn = store.engine.connect().execution_options(reads_only=True)
+    if store.is_sqlite and conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+        conn.close()
+        return None
+    return conn
+
+
 def reserve_profile_ids(conn: Connection, count: int, entity: Entity = PROFILES) -> list[int]:
     """Given a count, return that many new profile ids (PostgreSQL: SQLite's come with append_profiles)."""
     if count == 0:

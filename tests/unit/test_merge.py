@@ -8,8 +8,9 @@ import pytest
 from sftp_connector import merge
 from sftp_connector.config import models
 from sftp_connector.errors import InputError
-from sftp_connector.merge import apply, memory, plan, write
+from sftp_connector.merge import apply, memory, plan
 from sftp_connector.rowkeys import HASH_SEED, Occurrences
+from sftp_connector.store import writes
 
 M = merge.Mapping
 
@@ -89,7 +90,7 @@ def test_new_profiles_are_numbered_in_storage_order_and_get_consecutive_ids() ->
     assert after.get_column("pid").to_list() == [5, -1, -2]
     assert before.get_column("pid").to_list() == [5, -2, -1]  # the dropped one's row is gone
     assert applied.get_column("_pid").to_list() == [-2, 5, -1, -1]
-    assert write.real_ids(applied, "_pid", 100).get_column("_pid").to_list() == [101, 5, 100, 100]
+    assert writes.real_ids(applied, "_pid", 100).get_column("_pid").to_list() == [101, 5, 100, 100]
 
 
 def test_new_profiles_already_in_order_are_left_as_they_are() -> None:
