@@ -20,7 +20,7 @@ from sftp_connector import history, logs, notify, pgp, sftp, summary
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, ConnectorError, GoalError
 from sftp_connector.goals import runner
-from sftp_connector.store import db, queries
+from sftp_connector.store import db, migrate, queries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Keep a profile store in sync with partners through PGP-encrypted CSV files on SFTP.")
@@ -29,11 +29,13 @@ keys_app = typer.Typer(no_args_is_help=True, help="Manage the connector's own Gn
 groups_app = typer.Typer(no_args_is_help=True, help="Read groups (households, companies, …) from the store.")
 events_app = typer.Typer(no_args_is_help=True, help="Read timeline events from the store.")
 products_app = typer.Typer(no_args_is_help=True, help="Read the product store fed by imported orders.")
+store_app = typer.Typer(no_args_is_help=True, help="Upgrade the store's schema to this version's.")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(groups_app, name="groups")
 app.add_typer(events_app, name="events")
 app.add_typer(products_app, name="products")
 app.add_typer(keys_app, name="keys")
+app.add_typer(store_app, name="store")
 
 logger = logging.getLogger(__name__)
 # Off a terminal, tables are read by scripts: wide enough that fingerprints and paths never wrap.
@@ -73,9 +75,11 @@ def _fail_config(exc: ConfigError) -> None:
     raise typer.Exit(2)
 
 
-def _store(config: load.Config) -> db.Store:
+def _store(config: load.Config, *, for_upgrade: bool = False) -> db.Store:
+    """Open the store, or exit with code 2 (bad URL) or 1 (unreachable, or at another schema revision)."""
     try:
-        return db.open_store(config.connector.store.url, lock_timeout_s=config.connector.store.lock_timeout_s)
+        return db.open_store(config.connector.store.url, lock_timeout_s=config.connector.store.lock_timeout_s,
+                             config=Path(_state["config_path"]).resolve(), for_upgrade=for_upgrade)
     except ConfigError as exc:
         _fail_config(exc)
     except GoalError as exc:
@@ -120,11 +124,15 @@ def daemon_command(
     """Run the goals on the schedule until SIGTERM or SIGINT; exit 0 after a clean stop."""
     from sftp_connector import daemon
 
-    logs.add_secrets(_config().secrets())
+    config = _config()
+    _store(config).dispose()  # a store that needs `store upgrade` stops the start here, saying so
     try:
         code = daemon.main(_state["config_path"], health_host=health_host, health_port=health_port)
     except ConfigError as exc:
         _fail_config(exc)
+    except GoalError as exc:
+        err.print(f"store: {exc}", markup=False)
+        raise typer.Exit(1) from exc
     raise typer.Exit(code)
 
 
@@ -324,6 +332,31 @@ def _keyring(config: load.Config) -> pgp.Keyring:
     except ConfigError as exc:
         _fail_config(exc)
     raise AssertionError("unreachable")
+
+
+@store_app.command("upgrade")
+def store_upgrade(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Path of connector.yaml (also accepted "
+                                                "before `store`).")] = None,
+) -> None:
+    """Upgrade the store to this version's schema in one transaction (SQLite: after copying the file beside
+    it); exit 1 if it fails, leaving the store as it was."""
+    if config is not None:
+        _state["config_path"] = config
+    store = _store(_config(), for_upgrade=True)
+    try:
+        done = migrate.upgrade(store)
+    except GoalError as exc:
+        err.print(f"store: {exc}", markup=False)
+        raise typer.Exit(1) from exc
+    finally:
+        store.dispose()
+    if done.before == done.after:
+        out.print(f"the store is already at revision {done.after}", markup=False)
+        return
+    if done.backup is not None:
+        out.print(f"copied the store to {done.backup} before upgrading it", markup=False)
+    out.print(f"upgraded the store from revision {done.before} to {done.after}", markup=False)
 
 
 @app.command()

@@ -17,10 +17,9 @@ import polars as pl
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel
 
 from sftp_connector.errors import ConfigError, StoreError
-from sftp_connector.store import models
+from sftp_connector.store import migrate
 from sftp_connector.store.dialect import dialect_for
 
 logger = logging.getLogger(__name__)
@@ -127,11 +126,15 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(url: str, *, lock_timeout_s: float = 60.0) -> Store:
-    """Given a store URL, return a Store with its schema created or upgraded. A write waits up to
-    lock_timeout_s for another writer's lock, then fails (the file is retried next run).
+def open_store(
+    url: str, *, lock_timeout_s: float = 60.0, config: Path | None = None, for_upgrade: bool = False
+) -> Store:
+    """Given a store URL, return a Store, an empty database made a store at this code's schema revision.
+    A write waits up to lock_timeout_s for another writer's lock, then fails (the file is retried next run).
 
-    Raise ConfigError if the URL is malformed, StoreError if the database cannot be reached.
+    Raise ConfigError if the URL is malformed; StoreError if the database cannot be reached, if the store
+    was upgraded by a newer sftp-connector, or if it is behind this code's revision (naming the `store
+    upgrade` command for the connector.yaml at `config`; with for_upgrade, it is opened as it is).
     """
     try:
         engine = _engine(url, lock_timeout_s)
@@ -139,9 +142,13 @@ def open_store(url: str, *, lock_timeout_s: float = 60.0) -> Store:
         raise ConfigError(f"store.url: cannot use {_redact_url(url)}: {exc}") from exc
     store = Store(engine)
     try:
-        _create_schema(store)
+        _create_schema(store, config, for_upgrade)
     except sa.exc.SQLAlchemyError as exc:
+        store.dispose()
         raise StoreError(f"cannot open the store {_redact_url(url)}: {_short(exc)}") from exc
+    except StoreError:
+        store.dispose()
+        raise
     return store
 
 
@@ -180,22 +187,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _create_schema(store: Store) -> None:
+def _create_schema(store: Store, config: Path | None, for_upgrade: bool) -> None:
+    command = f"sftp-connector store upgrade --config {config}" if config else "sftp-connector store upgrade"
     with store.engine.begin() as conn:
-        SQLModel.metadata.create_all(conn)
-        version = conn.execute(sa.select(models.Meta.value).where(models.Meta.key == "schema_version")).scalar()
-        if version is None:
-            conn.execute(sa.insert(models.Meta).values(key="schema_version", value=str(models.SCHEMA_VERSION)))
-        elif int(version) > models.SCHEMA_VERSION:
-            raise StoreError(f"the store has schema version {version}, newer than this connector "
-                             f"({models.SCHEMA_VERSION}): upgrade sftp-connector")
-        elif int(version) < models.SCHEMA_VERSION:
-            # Versions so far added tables, which create_all has just made, and (4) dropped the
-            # updated_at indexes: every import paid for them, only exports (which scan) read them.
-            for index in ("ix_profile_updated_at", "ix_group_entity_updated_at"):
-                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index}")
-            conn.execute(sa.update(models.Meta).where(models.Meta.key == "schema_version").values(
-                value=str(models.SCHEMA_VERSION)))
+        migrate.prepare(conn, name=_redact_url(str(store.engine.url)), upgrade_command=command, old_ok=for_upgrade)
 
 
 def _sql_type(dtype: pl.DataType) -> str:

@@ -17,7 +17,9 @@ from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, LargeBin
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 4
+# What `meta.schema_version` of a new store says: 0.3.x refuses a store above 4. This code goes by the
+# Alembic revision in `alembic_version` (see `migrate`); revision 0002 set this to 5.
+SCHEMA_VERSION = 5
 
 # Identifier values are only ever compared for equality: byte order ("C") makes PostgreSQL's
 # index several times faster than a language collation, and is what SQLite does anyway.

@@ -1,5 +1,5 @@
-"""The store's schema on both databases: a store of an older version upgrades in place; how SQLite gives new
-profiles their ids."""
+"""The store's schema on both databases: a store of 0.2.x upgrades in place (0.3.4's: test_migrations); how SQLite
+gives new profiles their ids."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from sftp_connector.errors import StoreError
-from sftp_connector.store import models, queries
+from sftp_connector.store import migrate, models, queries
 from sftp_connector.store.db import open_store
 
 
@@ -23,20 +23,27 @@ def _indexes(store_url: str) -> set[str]:
         store.dispose()
 
 
-def test_a_version_3_store_loses_its_updated_at_indexes_and_is_marked_version_4(store_url: str) -> None:
+def test_a_version_3_store_loses_its_updated_at_indexes_on_upgrade(store_url: str) -> None:
     store = open_store(store_url)
-    with store.transaction() as conn:  # make it look like a store written by the previous version
+    migrate.downgrade(store, "0001")
+    with store.transaction() as conn:  # make it look like a store written by 0.2.x
+        conn.exec_driver_sql("DROP TABLE alembic_version")
         conn.exec_driver_sql("CREATE INDEX ix_profile_updated_at ON profile (updated_at)")
         conn.exec_driver_sql("CREATE INDEX ix_group_entity_updated_at ON group_entity (updated_at)")
         conn.execute(sa.update(models.Meta).where(models.Meta.key == "schema_version").values(value="3"))
     store.dispose()
+    with pytest.raises(StoreError, match=r"at revision base \(a store of 0.2.x\) and this sftp-connector needs"):
+        open_store(store_url)
 
+    old = open_store(store_url, for_upgrade=True)
+    assert migrate.upgrade(old).before == "base"
+    old.dispose()
     assert not {"ix_profile_updated_at", "ix_group_entity_updated_at"} & _indexes(store_url)
     upgraded = open_store(store_url)
     with upgraded.connection() as conn:
         version = conn.execute(sa.select(models.Meta.value).where(models.Meta.key == "schema_version")).scalar()
     upgraded.dispose()
-    assert version == str(models.SCHEMA_VERSION) == "4"
+    assert version == str(models.SCHEMA_VERSION) == "5"
 
 
 def test_a_new_sqlite_store_keys_profiles_by_rowid(tmp_path: Path) -> None:
