@@ -19,6 +19,7 @@ from sftp_connector import identity, linked
 from sftp_connector.config import models
 from sftp_connector.csvio import ROW
 from sftp_connector.errors import InputError, RowReject
+from sftp_connector.store import events as store_events
 from sftp_connector.store import queries
 from sftp_connector.store.db import Store
 
@@ -130,7 +131,7 @@ def write(
                                                                       maintain_order=True)
     if spec.product_store:
         _count_products(store, conn, events, spec)
-    queries.upsert_events(store, conn, events.with_columns(
+    store_events.upsert_events(store, conn, events.with_columns(
         type=pl.lit(spec.type), goal=pl.lit(goal), updated_at=pl.lit(now)))
     outcome.written = events.height
     return outcome
@@ -138,10 +139,10 @@ def write(
 
 def _count_products(store: Store, conn: Connection, events: pl.DataFrame, spec: models.EventSpec) -> None:
     """Add the new versions' product items and take back what the stored versions counted."""
-    before = queries.stored_events(store, conn, spec.type, events.get_column("event_id"))
+    before = store_events.stored_events(store, conn, spec.type, events.get_column("event_id"))
     changes = [_skus(events, +1), _skus(before, -1)]
     counted = pl.concat(changes).group_by("sku").agg(pl.col("times_bought").sum(), pl.col("last_bought").max())
-    queries.count_products(store, conn, counted.filter(pl.col("times_bought") != 0).sort("sku"))
+    store_events.count_products(store, conn, counted.filter(pl.col("times_bought") != 0).sort("sku"))
 
 
 def _skus(events: pl.DataFrame, sign: int) -> pl.DataFrame:

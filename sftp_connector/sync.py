@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from sftp_connector import identity, merge, rules
 from sftp_connector.config import models
 from sftp_connector.errors import InputError
-from sftp_connector.store import queries, removal
+from sftp_connector.store import queries, removal, writes
 from sftp_connector.store.db import Store
 
 
@@ -79,7 +79,7 @@ def _clear(store: Store, conn: Connection, absent: pl.Series, states: list[merge
         pl.col("pid").alias("id"),
         *(pl.lit(None, pl.String).alias(columns[p]) for p in plain),
         *(rules.expression("sum", pl.col(p), -pl.col(f"_w_{p}").fill_null(0.0)).alias(columns[p]) for p in sums))
-    queries.update_profiles(store, conn, changes, now, ctx.entity)
+    writes.update_profiles(store, conn, changes, now, ctx.entity)
     if ctx.entity == queries.PROFILES:
         removal.unlink_goal(store, conn, ctx.goal.name, absent)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import operator
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sftp_connector import rowkeys
-from sftp_connector.errors import StoreError
 from sftp_connector.store import layout, models
 from sftp_connector.store.db import Store
 
@@ -58,7 +56,7 @@ def find_identities(
     if values.is_empty() or not has_identities(conn, prop, entity):
         return empty
     # The main table's columns come with the lookup; any others (side tables) by a second read.
-    joined = set(_routes(conn, entity, (columns or {}).values())[entity.table][:layout.CHUNK])
+    joined = set(table_routes(conn, entity, (columns or {}).values())[entity.table][:layout.CHUNK])
     picked = {p: c for p, c in (columns or {}).items() if c in joined}
     found = _identities(store, conn, prop, values, entity, picked)
     rest = {p: c for p, c in (columns or {}).items() if c not in joined}
@@ -95,13 +93,13 @@ def _identities(
     store.rows_into(conn, "wanted_value", values.sort().alias("value").to_frame(), temp=True, analyze=True)
     picks = "".join(f", p.{column}" for column in columns.values())
     profiles = f" JOIN {entity.table} p ON p.id = i.profile_id" if columns else ""
-    with _probing(conn):
+    with probing(conn):
         return store.frame(conn, f"SELECT i.value, i.profile_id{picks} FROM wanted_value w JOIN {entity.identity} "
                                  f"i ON i.property = %s AND i.value = w.value COLLATE \"C\"{profiles}", empty.schema,
                            (prop,))
 
 
-def _routes(conn: Connection, entity: Entity, columns: Any) -> dict[str, list[str]]:
+def table_routes(conn: Connection, entity: Entity, columns: Any) -> dict[str, list[str]]:
     """Given column names, return {table: its columns among them}, the main table first (perhaps empty)."""
     return layout.tables_of(conn, entity.columns, entity.table, columns)
 
@@ -145,7 +143,7 @@ def property_values(
     wanted = orjson.dumps(ids.to_list()).decode() if store.is_sqlite else ""
     prop_of = {column: prop for prop, column in columns.items()}
     frame: pl.DataFrame | None = None
-    for table, names in _routes(conn, entity, columns.values()).items():
+    for table, names in table_routes(conn, entity, columns.values()).items():
         for chunk in layout.chunks(names):
             if chunk or frame is None:  # the main table says which profiles exist, with no columns too
                 part = _values_of(store, conn, table, wanted, {prop_of[c]: c for c in chunk})
@@ -209,142 +207,8 @@ def pages(
         last = rows[-1][0]
 
 
-def reader_beside_writer(store: Store) -> Connection | None:
-    """Return a connection that reads beside a write in progress on another, seeing the store as last committed;
-    None where the database cannot (SQLite outside WAL mode, an in-memory store)."""
-    conn = store.engine.connect().execution_options(reads_only=True)
-    if store.is_sqlite and conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
-        conn.close()
-        return None
-    return conn
-
-
-def reserve_profile_ids(conn: Connection, count: int, entity: Entity = PROFILES) -> list[int]:
-    """Given a count, return that many new profile ids (PostgreSQL: SQLite's come with append_profiles)."""
-    if count == 0:
-        return []
-    # Every allocation takes this lock, so a block of `count` ids can be claimed at once. It is
-    # released with the transaction (never left held by an error); imports that create
-    # profiles therefore commit one after another, as they do on SQLite.
-    seq = entity.sequence
-    conn.exec_driver_sql(f"CREATE SEQUENCE IF NOT EXISTS {seq}")
-    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock(hashtext('{seq}'))")
-    first = conn.exec_driver_sql(f"SELECT nextval('{seq}')").scalar_one()
-    conn.exec_driver_sql(f"SELECT setval('{seq}', {int(first) + int(count) - 1})")
-    return list(range(first, first + count))
-
-
-def insert_profiles(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
-    """Given a frame (id, created_at, updated_at, property columns), insert new profiles (PostgreSQL)."""
-    routes = _routes(conn, entity, frame.columns)
-    store.rows_into(conn, entity.table, frame.select(routes.pop(entity.table)))
-    for table, columns in routes.items():  # a side table holds rows with a value only
-        rows = frame.select("id", *columns).filter(pl.any_horizontal(pl.col(columns).is_not_null()))
-        store.rows_into(conn, table, rows)
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """Rows of a frame as DB-API parameters (SQLite), built on one thread to be bound on another: binding is
-    all the writer then does per row. The first parameter of each row is the time it is written at."""
-
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
-
-    def only(self, columns: list[str], *, lead: int = 1) -> Prepared:
-        """Given some of the columns, return the rows with those (after the first `lead` parameters)."""
-        at = [*range(lead), *(self.columns.index(c) + 1 for c in columns)]
-        pick = operator.itemgetter(*at) if len(at) > 1 else lambda row: (row[at[0]],)
-        return Prepared(columns, [pick(row) for row in self.rows])
-
-
-def prepared(frame: pl.DataFrame, now: float) -> Prepared:
-    """Given a frame, return its rows as parameters, each led by `now`."""
-    # A few thousand rows at a time: building them holds the GIL, which the writer binding rows needs too.
-    rows = frame.select(pl.lit(now, pl.Float64).alias("\x1fnow"), pl.all()).iter_rows(buffer_size=2048)
-    return Prepared(frame.columns, list(rows))
-
-
-def append_profiles(store: Store, conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> int:
-    """Given new profiles' columns as prepared rows (SQLite; `now` stamps them created and updated), insert them
-    in order with consecutive new ids; return the first id.
-
-    SQLite gives a row without an id the table's highest plus one, so the rows carry none. An
-    erased profile's id is never given again: above an erased one, the first row is given its id.
-    Raise StoreError if the ids did not come out consecutive.
-    """
-    if not rows.rows:
-        return 0
-    routes = _routes(conn, entity, rows.columns)
-    main = routes.pop(entity.table)
-    first = _append_main(store, conn, rows.only(main) if routes else rows, entity)
-    for table, columns in routes.items():  # a side table holds rows with a value only
-        side = rows.only(columns, lead=0)
-        values = ((first + n, *row) for n, row in enumerate(side.rows) if any(v is not None for v in row))
-        store.executemany(conn, f"INSERT INTO {table} (id, {', '.join(columns)}) "
-                                f"VALUES ({', '.join('?' * (len(columns) + 1))})", values)
-    return first
-
-
-def _append_main(store: Store, conn: Connection, rows: Prepared, entity: Entity) -> int:
-    top, erased = conn.exec_driver_sql(f"SELECT COALESCE((SELECT MAX(id) FROM {entity.table}), 0), "
-                                       "COALESCE((SELECT MAX(id) FROM erased_profile), 0)").one()
-    first, todo = max(top, erased) + 1, iter(rows.rows)
-    names = "".join(f", {c}" for c in rows.columns)
-    marks = "".join(f", ?{n}" for n in range(2, len(rows.columns) + 2))
-    if erased > top:
-        store.executemany(conn, f"INSERT INTO {entity.table} (id, created_at, updated_at{names}) "
-                                f"VALUES ({first}, ?1, ?1{marks})", [next(todo)])
-    store.executemany(conn, f"INSERT INTO {entity.table} (created_at, updated_at{names}) VALUES (?1, ?1{marks})",
-                      todo)
-    last, wanted = conn.exec_driver_sql(f"SELECT MAX(id) FROM {entity.table}").scalar(), first + len(rows.rows) - 1
-    if last != wanted:
-        raise StoreError(f"new profiles' ids are not consecutive: up to {last}, not {first}..{wanted}")
-    return first
-
-
-def update_profiles(
-    store: Store, conn: Connection, frame: pl.DataFrame, now: float, entity: Entity = PROFILES
-) -> None:
-    """Given a frame (id, property columns), write those columns of those profiles and stamp them updated."""
-    if frame.is_empty():
-        return
-    if store.is_sqlite:
-        update_prepared(store, conn, prepared(frame, now), entity)
-        return
-    for table, columns in _routes(conn, entity, frame.columns[1:]).items():
-        for chunk in layout.chunks(columns):
-            if table != entity.table and not chunk:
-                continue
-            store.rows_into(conn, "profile_change", frame.select("id", *chunk), temp=True, analyze=True)
-            with _probing(conn):
-                if table == entity.table:
-                    sets = "".join(f"{c} = t.{c}, " for c in chunk)
-                    conn.execute(sa.text(f"UPDATE {table} p SET {sets}updated_at = :now FROM profile_change t "
-                                         "WHERE p.id = t.id"), {"now": now})
-                else:
-                    conn.exec_driver_sql(f"INSERT INTO {table} (id, {', '.join(chunk)}) SELECT id, "
-                                         f"{', '.join(chunk)} FROM profile_change ON CONFLICT (id) DO UPDATE SET "
-                                         + ", ".join(f"{c} = excluded.{c}" for c in chunk))
-
-
-def update_prepared(store: Store, conn: Connection, rows: Prepared, entity: Entity = PROFILES) -> None:
-    """Given prepared rows of (id, property columns) (SQLite), write those columns of those profiles and stamp
-    them updated."""
-    routes = _routes(conn, entity, rows.columns[1:])
-    main = routes.pop(entity.table)
-    part = rows.only(main, lead=2) if routes else Prepared(rows.columns[1:], rows.rows)
-    sets = "".join(f"{c} = ?{n}, " for n, c in enumerate(part.columns, start=3))
-    store.executemany(conn, f"UPDATE {entity.table} SET {sets}updated_at = ?1 WHERE id = ?2", part.rows)
-    for table, columns in routes.items():
-        side = rows.only(columns, lead=2)
-        store.executemany(conn, f"INSERT INTO {table} (id, {', '.join(columns)}) VALUES "
-                                f"({', '.join(f'?{n}' for n in range(2, len(columns) + 3))}) ON CONFLICT (id) DO "
-                                "UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns), side.rows)
-
-
 @contextlib.contextmanager
-def _probing(conn: Connection) -> Iterator[None]:
+def probing(conn: Connection) -> Iterator[None]:
     """Join a batch (an analyzed scratch table) to a large table by index probes (PostgreSQL): a hash join
     would read the whole table for every batch, and a merge join most of its index.
 
@@ -357,57 +221,14 @@ def _probing(conn: Connection) -> Iterator[None]:
     conn.exec_driver_sql("RESET enable_mergejoin")
 
 
-def claim_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
-    """Given (property, value, profile_id) rows, index them; a value already held keeps its profile."""
-    _identity_change(store, conn, frame, f"INSERT INTO {entity.identity} (property, value, profile_id) {{rows}} "
-                                         "ON CONFLICT (property, value) DO NOTHING")
-
-
-def index_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
-    """Given (property, value, profile_id) rows whose values no profile holds, index them.
-
-    No conflict check: a value held after all (another import claimed it meanwhile) fails
-    the transaction, and the file is retried.
-    """
-    store.rows_into(conn, entity.identity, frame.select("property", "value", "profile_id"))
-
-
-def claim_held_identities(
-    store: Store, conn: Connection, prop: str, column: str, ids: tuple[int, int], entity: Entity = PROFILES
-) -> None:
-    """Given an identifier property, its column and a range of profile ids just inserted (SQLite), index the
-    values those profiles hold as claim_identities would: in value order, the lowest id winning.
-
-    Nothing travels row by row: SQLite reads the values from the rows it has just written.
-    (PostgreSQL does this markedly slower than claim_identities' COPY.)
-    """
-    [table] = [t for t, columns in _routes(conn, entity, [column]).items() if columns]
-    conn.execute(sa.text(
-        f"INSERT INTO {entity.identity} (property, value, profile_id) SELECT :prop, j.value, p.id "
-        f"FROM {table} p, json_each(p.{column}) j WHERE p.id BETWEEN :first AND :last "
-        f"AND p.{column} IS NOT NULL ORDER BY j.value, p.id ON CONFLICT (property, value) DO NOTHING"),
-        {"prop": prop, "first": ids[0], "last": ids[1]})
-
-
-def release_identities(store: Store, conn: Connection, frame: pl.DataFrame, entity: Entity = PROFILES) -> None:
-    """Given (property, value, profile_id) rows, drop them from the index where that profile holds them."""
-    if store.is_sqlite:
-        store.executemany(conn, f"DELETE FROM {entity.identity} WHERE property = ? AND value = ? AND profile_id = ?",
-                          frame.iter_rows())
-        return
-    _identity_change(store, conn, frame, f"DELETE FROM {entity.identity} i USING ({{rows}}) t "
-                                         "WHERE i.property = t.property AND i.value = t.value "
-                                         "AND i.profile_id = t.profile_id")
-
-
-def _identity_change(store: Store, conn: Connection, frame: pl.DataFrame, sql: str) -> None:
-    if frame.is_empty():
-        return
-    if store.is_sqlite:
-        store.executemany(conn, sql.format(rows="VALUES (?, ?, ?)"), frame.iter_rows())
-        return
-    store.rows_into(conn, "identity_change", frame, temp=True)
-    conn.exec_driver_sql(sql.format(rows="SELECT property, value, profile_id FROM identity_change"))
+def reader_beside_writer(store: Store) -> Connection | None:
+    """Return a connection that reads beside a write in progress on another, seeing the store as last committed;
+    None where the database cannot (SQLite outside WAL mode, an in-memory store)."""
+    conn = store.engine.connect().execution_options(reads_only=True)
+    if store.is_sqlite and conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+        conn.close()
+        return None
+    return conn
 
 
 def imported_files(conn: Connection, goal: str) -> dict[str, models.ImportedFile]:
@@ -578,40 +399,6 @@ def link_groups(store: Store, conn: Connection, links: pl.DataFrame, *, replace:
                          "FROM link_new ON CONFLICT DO NOTHING")
 
 
-def stored_events(store: Store, conn: Connection, kind: str, ids: pl.Series) -> pl.DataFrame:
-    """Given an event type and event ids, return (event_id, time, nested) of those already stored."""
-    schema = {"event_id": pl.String, "time": pl.String, "nested": pl.String}
-    ids = ids.drop_nulls().unique()
-    if ids.is_empty():
-        return pl.DataFrame(schema=schema)
-    store.rows_into(conn, "wanted_event", ids.alias("event_id").to_frame(), temp=True, analyze=True)
-    rows = fetch(conn, "SELECT e.event_id, e.time, e.nested FROM wanted_event w JOIN event e "
-                        f"ON e.type = {_param(store)} AND e.event_id = w.event_id", (kind,))
-    return pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
-
-
-def upsert_events(store: Store, conn: Connection, events: pl.DataFrame) -> None:
-    """Given (type, event_id, profile_id, time, properties, nested, goal, updated_at) rows, insert or update them."""
-    if events.is_empty():
-        return
-    columns = ["type", "event_id", "profile_id", "time", "properties", "nested", "goal", "updated_at"]
-    sets = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
-    store.executemany(conn, f"INSERT INTO event ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-                            f"ON CONFLICT (type, event_id) DO UPDATE SET {sets}", events.select(columns).iter_rows())
-
-
-def count_products(store: Store, conn: Connection, changes: pl.DataFrame) -> None:
-    """Given (sku, times_bought delta, last_bought) rows, add them to the product table."""
-    if changes.is_empty():
-        return
-    latest = "MAX" if store.is_sqlite else "GREATEST"
-    store.executemany(conn, "INSERT INTO product (sku, times_bought, last_bought) VALUES (?, ?, ?) "
-                            "ON CONFLICT (sku) DO UPDATE SET times_bought = product.times_bought + "
-                            f"excluded.times_bought, last_bought = {latest}(COALESCE(product.last_bought, ''), "
-                            "COALESCE(excluded.last_bought, ''))",
-                      changes.select("sku", "times_bought", "last_bought").iter_rows())
-
-
 def iter_events(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any]]:
     """Yield every event as a dict (profile_id, type, id, time, properties, nested), in storage order."""
     for rows in pages(conn, "SELECT id, profile_id, type, event_id, time, properties, nested FROM event",
@@ -625,7 +412,3 @@ def iter_products(conn: Connection) -> Iterator[dict[str, Any]]:
     """Yield every product (sku, times_bought, last_bought), by sku."""
     for sku, times, last in fetch(conn, "SELECT sku, times_bought, last_bought FROM product ORDER BY sku"):
         yield {"sku": sku, "times_bought": times, "last_bought": last or None}
-
-
-def _param(store: Store) -> str:
-    return "?" if store.is_sqlite else "%s"

@@ -210,7 +210,7 @@ def test_new_properties_go_together_to_the_main_table_while_it_has_room_then_to_
         with store.transaction() as conn:
             def add(prefix: str, count: int) -> set[str]:
                 columns = queries.property_columns(store, conn, [f"{prefix}{n}" for n in range(count)])
-                routes = queries._routes(conn, queries.PROFILES, columns.values())
+                routes = queries.table_routes(conn, queries.PROFILES, columns.values())
                 return {table for table, names in routes.items() if names}
 
             assert add("a", 13) == {"profile"}

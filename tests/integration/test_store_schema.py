@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from sftp_connector.errors import StoreError
-from sftp_connector.store import migrate, models, queries
+from sftp_connector.store import migrate, models, writes
 from sftp_connector.store.db import open_store
 
 
@@ -64,7 +64,7 @@ def _profiles(store_url: str, setup: str, rows: list[tuple[str, ...]]) -> tuple[
             conn.exec_driver_sql("ALTER TABLE profile ADD COLUMN p_1 TEXT")
             if setup:
                 conn.exec_driver_sql(setup)
-            first = queries.append_profiles(store, conn, queries.Prepared(["p_1"], [(5.0, *row) for row in rows]))
+            first = writes.append_profiles(store, conn, writes.Prepared(["p_1"], [(5.0, *row) for row in rows]))
             table = conn.exec_driver_sql("SELECT id, created_at, p_1 FROM profile ORDER BY id").fetchall()
         return first, [tuple(row) for row in table]
     finally:
