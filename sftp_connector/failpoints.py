@@ -3,7 +3,8 @@
 `SFTP_CONNECTOR_FAILPOINTS=after-upload` (names separated by commas) makes the process kill
 itself with SIGKILL when it reaches that point; unset, a point costs one dictionary lookup.
 The points: after-download, after-decrypt, mid-merge (after the first batch is written,
-before commit), after-upload (files placed, watermark not yet moved).
+before commit), after-upload (files placed, watermark not yet moved), mid-upgrade (a store
+migration's first statement run, the upgrade's transaction open).
 """
 
 from __future__ import annotations

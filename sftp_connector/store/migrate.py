@@ -73,7 +73,7 @@ def prepare(conn: Connection, *, name: str, upgrade_command: str, old_ok: bool =
     if current is None:
         SQLModel.metadata.create_all(conn)
         conn.execute(sa.insert(models.Meta).values(key="schema_version", value=str(models.SCHEMA_VERSION)))
-        _alembic(conn, "stamp", HEAD)
+        run(conn, "stamp", HEAD)
         return
     _refuse_newer(current, name)
     if current != HEAD and not old_ok:
@@ -96,8 +96,8 @@ def upgrade(store: Store) -> Upgrade:
         before = revision(conn) or HEAD  # under the write lock now: another upgrade may have run
         _refuse_newer(before, _name(store))
         if before == "0001" and not sa.inspect(conn).has_table("alembic_version"):
-            _alembic(conn, "stamp", "0001")  # a store of 0.3.x
-        _alembic(conn, "upgrade", HEAD)
+            run(conn, "stamp", "0001")  # a store of 0.3.x
+        run(conn, "upgrade", HEAD)
     logger.info("upgraded the store from revision %s to %s", _label(before), HEAD)
     return Upgrade(before, HEAD, backup)
 
@@ -111,7 +111,7 @@ def downgrade(store: Store, target: str) -> Upgrade:
         _refuse_newer(before, _name(store))
         if target not in REVISIONS:
             raise StoreError(f"cannot go back to revision {target}: the revisions are {', '.join(REVISIONS)}")
-        _alembic(conn, "downgrade", target)
+        run(conn, "downgrade", target)
     return Upgrade(before, target)
 
 
@@ -139,8 +139,9 @@ def _backup(store: Store, current: str) -> Path:
     return target
 
 
-def _alembic(conn: Connection, command: str, target: str) -> None:
-    """Run an Alembic command (stamp, upgrade, downgrade) to `target` on the connection, in its transaction."""
+def run(conn: Connection, command: str, target: str) -> None:
+    """Given a connection inside a transaction, run an Alembic command (stamp, upgrade, downgrade) to `target`
+    on it, committing nothing."""
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say what ours do, less plainly
     from alembic import command as commands
 
