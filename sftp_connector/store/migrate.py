@@ -90,8 +90,7 @@ def upgrade(store: Store) -> Upgrade:
     _refuse_newer(before, _name(store))
     if before == HEAD:
         return Upgrade(HEAD, HEAD)
-    backup = _backup(store, before) if store.is_sqlite and store.engine.url.database not in (None, "", ":memory:") \
-        else None
+    backup = _backup(store, before) if _sqlite_file(store) else None
     with store.transaction() as conn:
         before = revision(conn) or HEAD  # under the write lock now: another upgrade may have run
         _refuse_newer(before, _name(store))
@@ -152,7 +151,7 @@ def _config(conn: Connection) -> Config:
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(SCRIPTS))
+    config.set_main_option("script_location", str(SCRIPTS).replace("%", "%%"))  # ConfigParser interpolates
     config.attributes["connection"] = conn
     return config
 
@@ -161,6 +160,10 @@ def _refuse_newer(current: str, name: str) -> None:
     if current != BASE and current not in REVISIONS:
         raise StoreError(f"the store {name} is at revision {current}, newer than this sftp-connector knows (its "
                          f"newest is {HEAD}): a newer sftp-connector upgraded it; run that one")
+
+
+def _sqlite_file(store: Store) -> bool:
+    return store.is_sqlite and store.engine.url.database not in (None, "", ":memory:")
 
 
 def _name(store: Store) -> str:
