@@ -18,14 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-
 from sftp_connector import health, logs, notify, schedule
 from sftp_connector.config import load
 from sftp_connector.errors import ConfigError, GoalError
 from sftp_connector.goals import runner
-from sftp_connector.store import db
-from sftp_connector.store import models as tables
+from sftp_connector.store import db, runs
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +70,7 @@ class Daemon:
         """Healthy while the scheduler runs and the store answers."""
         state: dict[str, Any] = {"scheduler": self.scheduler is not None and self.scheduler.running,
                                  **self.last_result}
-        try:
-            with self.store.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-            state["store"] = True
-        except sa.exc.SQLAlchemyError:
-            state["store"] = False
+        state["store"] = runs.answers(self.store)
         next_run = self.scheduler.next_run_at() if self.scheduler else None
         state["next_run"] = _iso(next_run) if next_run else None
         state["ok"] = bool(state["scheduler"] and state["store"])
@@ -132,9 +124,8 @@ def _on_signals(stop: threading.Event) -> None:
 def _last_scheduled_run(store: db.Store) -> datetime:
     """When the last scheduled run started: a run due since then runs once on start-up. A daemon that never
     ran counts as having missed the latest due run, so a first start runs at once."""
-    run = tables.Run.__table__
     with store.engine.connect() as conn:
-        started = conn.execute(sa.select(sa.func.max(run.c.started_at)).where(run.c.trigger == "schedule")).scalar()
+        started = runs.last_started(conn, "schedule")
     return datetime.fromtimestamp(started or 0, UTC)
 
 

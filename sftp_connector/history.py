@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from sftp_connector import sftp
 from sftp_connector.errors import RowReject
 from sftp_connector.goals.results import RunResult
-from sftp_connector.store import models
+from sftp_connector.store import runs
 from sftp_connector.store.db import Store
 
 
@@ -27,56 +27,38 @@ def iso(timestamp: float | None) -> str | None:
 
 def begin(store: Store, result: RunResult) -> None:
     """Given a run about to start, record it as running; mark runs left running by a killed process as interrupted."""
-    run = models.Run.__table__
     with store.transaction() as conn:
-        conn.execute(sa.update(run).where(run.c.status == "running").values(status="interrupted"))
-        conn.execute(sa.insert(run).values(id=result.run, trigger=result.trigger, started_at=result.started_at,
-                                           status="running", dry_run=result.dry_run))
+        runs.start(conn, run=result.run, trigger=result.trigger, started_at=result.started_at,
+                   dry_run=result.dry_run)
 
 
 def finish(store: Store, result: RunResult) -> None:
     """Given a finished run, record its status, goals and files."""
-    run, goal_run, file_run = (models.Run.__table__, models.GoalRun.__table__, models.FileRun.__table__)
     with store.transaction() as conn:
-        conn.execute(sa.update(run).where(run.c.id == result.run)
-                     .values(finished_at=result.finished_at, status=result.status))
+        runs.finish(conn, run=result.run, finished_at=result.finished_at, status=result.status)
         for goal in result.goals:
             values = goal.as_json(files=False)
             values.pop("goal")
-            goal_id = conn.execute(sa.insert(goal_run).values(
-                run=result.run, goal=goal.goal, started_at=goal.started_at, finished_at=goal.finished_at, **values,
-            )).inserted_primary_key[0]
-            rows = [_file_row(goal_id, file.as_json()) for file in goal.files]
-            if rows:
-                conn.execute(sa.insert(file_run), rows)
+            runs.add_goal(conn, result.run, {"goal": goal.goal, "started_at": goal.started_at,
+                                             "finished_at": goal.finished_at, **values},
+                          [_file_row(file.as_json()) for file in goal.files])
 
 
-def _file_row(goal_run_id: int, entry: dict[str, Any]) -> dict[str, Any]:
+def _file_row(entry: dict[str, Any]) -> dict[str, Any]:
     own = ("path", "status", "sha256", "error", "signer")
-    return {"goal_run_id": goal_run_id, **{k: entry[k] for k in own},
-            "counts": {k: v for k, v in entry.items() if k not in own}}
+    return {**{k: entry[k] for k in own}, "counts": {k: v for k, v in entry.items() if k not in own}}
 
 
 def recent(store: Store, *, goal: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """Given an optional goal filter, return the newest runs first in the `history --json` shape."""
-    run, goal_run = models.Run.__table__, models.GoalRun.__table__
-    query = sa.select(run).order_by(run.c.started_at.desc()).limit(limit)
-    if goal:
-        query = query.where(run.c.id.in_(sa.select(goal_run.c.run).where(goal_run.c.goal == goal)))
     with store.engine.connect() as conn:
-        runs = conn.execute(query).mappings().all()
-        return [_run_json(conn, dict(r), goal) for r in runs]
+        return [_run_json(conn, run, goal) for run in runs.recent(conn, goal=goal, limit=limit)]
 
 
-def _run_json(conn: sa.Connection, run: dict[str, Any], goal: str | None) -> dict[str, Any]:
-    goal_run, file_run = models.GoalRun.__table__, models.FileRun.__table__
-    query = sa.select(goal_run).where(goal_run.c.run == run["id"]).order_by(goal_run.c.id)
-    if goal:
-        query = query.where(goal_run.c.goal == goal)
+def _run_json(conn: Connection, run: dict[str, Any], goal: str | None) -> dict[str, Any]:
     goals = []
-    for g in conn.execute(query).mappings():
-        files = conn.execute(sa.select(file_run).where(file_run.c.goal_run_id == g["id"])
-                             .order_by(file_run.c.id)).mappings()
+    for g in runs.goals_of(conn, run["id"], goal=goal):
+        files = runs.files_of(conn, g["id"])
         goals.append({
             "goal": g["goal"], "kind": g["kind"], "status": g["status"], "error": g["error"],
             "profiles_created": g["profiles_created"], "profiles_updated": g["profiles_updated"],

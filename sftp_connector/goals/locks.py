@@ -1,9 +1,10 @@
 """One replica at a time per goal: several daemons may share one store; and each run's work folder.
 
-On PostgreSQL a goal holds a session-level advisory lock on its own connection while it
-runs (released with the connection, even if the process dies). On SQLite, whose store is
-one local file, an exclusive `flock` on a lock file beside the state does the same for
-daemons on one machine. A goal whose lock is held elsewhere is skipped this run.
+A goal holds its lock while it runs; the store's dialect takes it (on PostgreSQL a
+session-level advisory lock, released with its connection even if the process dies; on
+SQLite, whose store is one local file, an exclusive `flock` on a file in state/locks, which
+does the same for daemons on one machine). A goal whose lock is held elsewhere is skipped
+this run.
 
 A run's work folder (`state/tmp/<run>`, downloads and decrypted plaintext) is `flock`ed
 while the run lives. A process killed outright (SIGKILL, OOM, power loss) cannot remove
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -23,9 +23,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from sftp_connector.errors import StoreError
 from sftp_connector.store.db import Store
 
 logger = logging.getLogger(__name__)
@@ -37,53 +34,10 @@ CLAIM_GRACE_S = 60.0
 
 @contextlib.contextmanager
 def goal_lock(store: Store, state_dir: Path, goal: str) -> Iterator[bool]:
-    """Given a goal, hold its lock for the block; yield False (holding nothing) if another replica has it."""
-    if store.is_sqlite:
-        with _file_lock(state_dir / "locks" / f"{_key(goal)}.lock") as held:
-            yield held
-        return
-    key = int.from_bytes(hashlib.sha256(f"sftp-connector goal {goal}".encode()).digest()[:8], "big", signed=True)
-    try:
-        conn = store.engine.connect()
-        held = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-        conn.commit()
-    except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(f"cannot take the goal's lock: {_short(exc)}", goal=goal) from exc
-    try:
+    """Given a goal, hold its lock for the block; yield False (holding nothing) if another replica has it.
+    Raise StoreError if the store cannot take it."""
+    with store.dialect.goal_lock(store.engine, goal, state_dir / "locks") as held:
         yield held
-    finally:
-        # A lost connection has released the lock with it: a failing unlock must not hide the goal's outcome.
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
-            if held:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
-            conn.close()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _key(goal: str) -> str:
-    """A goal name as a safe file name."""
-    return hashlib.sha256(goal.encode()).hexdigest()[:16]
-
-
-def _short(exc: Exception) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def claim_work_dir(root: Path, run: str) -> tuple[Path, int]:

@@ -1,0 +1,76 @@
+"""Run history in the store: runs, their goals and their files, written and read back; and whether the
+store answers at all.
+
+`history.py` owns what a run records and the shape `history` prints; this module owns the SQL.
+The caller owns the transaction of each write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from sftp_connector.store import models
+from sftp_connector.store.db import Store
+
+_RUN, _GOAL_RUN, _FILE_RUN = models.Run.__table__, models.GoalRun.__table__, models.FileRun.__table__
+
+
+def start(conn: Connection, *, run: str, trigger: str, started_at: float, dry_run: bool) -> None:
+    """Given a run about to start, record it as running; mark runs left running by a killed process as
+    interrupted."""
+    conn.execute(sa.update(_RUN).where(_RUN.c.status == "running").values(status="interrupted"))
+    conn.execute(sa.insert(_RUN).values(id=run, trigger=trigger, started_at=started_at, status="running",
+                                        dry_run=dry_run))
+
+
+def finish(conn: Connection, *, run: str, finished_at: float | None, status: str) -> None:
+    """Given a finished run, record when it finished and how."""
+    conn.execute(sa.update(_RUN).where(_RUN.c.id == run).values(finished_at=finished_at, status=status))
+
+
+def add_goal(conn: Connection, run: str, values: dict[str, Any], files: list[dict[str, Any]]) -> None:
+    """Given a run, one goal's columns (goal, started_at, finished_at, counters…) and its files' columns
+    (path, status, sha256, error, signer, counts), record them."""
+    goal_id = conn.execute(sa.insert(_GOAL_RUN).values(run=run, **values)).inserted_primary_key[0]
+    if files:
+        conn.execute(sa.insert(_FILE_RUN), [{"goal_run_id": goal_id, **file} for file in files])
+
+
+def recent(conn: Connection, *, goal: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """Given an optional goal, return the newest runs (of that goal) first, each as its columns."""
+    query = sa.select(_RUN).order_by(_RUN.c.started_at.desc()).limit(limit)
+    if goal:
+        query = query.where(_RUN.c.id.in_(sa.select(_GOAL_RUN.c.run).where(_GOAL_RUN.c.goal == goal)))
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def goals_of(conn: Connection, run: str, *, goal: str | None = None) -> list[dict[str, Any]]:
+    """Given a run (and optionally a goal), return its goals in the order they ran, each as its columns."""
+    query = sa.select(_GOAL_RUN).where(_GOAL_RUN.c.run == run).order_by(_GOAL_RUN.c.id)
+    if goal:
+        query = query.where(_GOAL_RUN.c.goal == goal)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def files_of(conn: Connection, goal_run_id: int) -> list[dict[str, Any]]:
+    """Given a goal of a run (its id), return its files in the order they were recorded, each as its columns."""
+    query = sa.select(_FILE_RUN).where(_FILE_RUN.c.goal_run_id == goal_run_id).order_by(_FILE_RUN.c.id)
+    return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def last_started(conn: Connection, trigger: str) -> float | None:
+    """Given a trigger (schedule, manual), return when the last run it started began, or None."""
+    return conn.execute(sa.select(sa.func.max(_RUN.c.started_at)).where(_RUN.c.trigger == trigger)).scalar()
+
+
+def answers(store: Store) -> bool:
+    """Given a store, return True if its database answers a query now."""
+    try:
+        with store.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError:
+        return False
+    return True
