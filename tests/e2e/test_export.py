@@ -15,6 +15,7 @@ import paramiko
 import polars as pl
 import pytest
 
+from sftp_connector.config import models
 from sftp_connector.goals import export_files
 from sftp_connector.store import db, queries
 from sftp_connector.store import exports as store_exports
@@ -305,3 +306,40 @@ def test_pages_of_profiles_come_in_id_order_with_nulls_and_flags(exporting: Depl
         ('["cy@x.com"]', None, None, 1),
         (None, '["travel"]', None, 1),
     ]
+
+
+def test_a_selection_reads_the_profiles_and_events_it_names(exporting: Deployment) -> None:
+    day = 86_400
+    exporting.write_goal("orders", {
+        "kind": "import-profiles", "name": "orders", "order": 5,
+        "files": [{"name": "orders", "directory": "in/orders", "pattern": "orders_*.csv"}],
+        "stable_after_s": 0, "allow_new_profiles": False, "identifiers": [{"field": "email", "property": "email"}],
+        "events": [{"type": "order", "id": "order_id", "time": "at"}],
+    })
+    at = [time.strftime("%Y-%m-%d", time.gmtime(time.time() - days * day)) for days in (5, 100)]
+    exporting.put("in/orders/orders_1.csv", f"order_id,email,at\nO1,ada@x.com,{at[0]}\nO2,ada@x.com,{at[1]}\n"
+                  f"O3,cy@x.com,{at[0]}\n", mtime=OLD)
+    assert exporting.run().status == "success"
+    segments = {name: models.Condition.model_validate(c) for name, c in SEGMENTS.items()}
+    store = db.open_store(exporting.store_url)
+
+    def read(**named: Any) -> tuple[list[tuple[Any, ...]], list[str]]:
+        chosen = store_exports.Selection(segments=segments, segment="newsletter", **named)
+        with store.connection() as conn:
+            query = store_exports.query(store, conn, chosen)
+            schema = export_files.page_schema(list(chosen.properties), list(chosen.flags))
+            rows = [row[1:] for page in store_exports.pages(conn, query, schema) for row in page.rows()]
+            events = [row[1] for row in store_exports.events_of(conn, query, "order", since_days=30)]
+        return rows, events
+
+    try:
+        everyone = read(properties=("email", "absent"), flags=("big",))
+        holding_none = read(properties=("email",), holding=("absent",))
+        holding_one = read(properties=("email",), holding=("absent", "interests"))
+        later = read(changed_after=time.time() + 60)
+    finally:
+        store.dispose()
+    assert everyone == ([('["ada@x.com"]', None, 1), ('["cy@x.com"]', None, 1)], ["O1", "O3"])
+    assert holding_none == ([], ["O1", "O3"])  # events follow the segment, not the columns' test
+    assert holding_one == ([('["ada@x.com"]',)], ["O1", "O3"])
+    assert later == ([], [])
