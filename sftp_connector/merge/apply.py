@@ -28,8 +28,7 @@ def applied(rows: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> tuple
     rows = rows.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.UInt32))
     joined = rows.join(before, left_on="_pid", right_on="pid", how="left", maintain_order="left")
     split = {m.field for m in state.maps if m.rule != "sum"}
-    joined = joined.with_columns(rules.split_expression(pl.col(field_col(f)), state.ctx.separator)
-                                 .alias(_values_col(f)) for f in split)
+    joined = rules.with_split(joined, {_values_col(f): field_col(f) for f in split}, state.ctx.separator)
     joined = _sum_differences(joined, state)
     if state.ctx.objectives:
         joined = _consented(joined, state)
