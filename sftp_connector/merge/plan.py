@@ -49,7 +49,7 @@ class Plan:
     records: pl.DataFrame
     """The applied rows' records: key, hash, pid, sums."""
     links: pl.DataFrame
-    """The applied rows' group fields with _pid, in file order (empty without group references)."""
+    """The applied rows' _pid and group fields, in file order (only _pid without group references)."""
     changed: pl.Series
     """The stored profiles whose columns change."""
     pairs: pl.DataFrame
