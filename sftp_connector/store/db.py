@@ -15,7 +15,7 @@ from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
-from sqlalchemy import event
+from sqlalchemy import event, orm
 from sqlalchemy.engine import Connection, Engine
 
 from sftp_connector.errors import ConfigError, StoreError
@@ -191,6 +191,9 @@ def _create_schema(store: Store, config: Path | None, for_upgrade: bool) -> None
     command = f"sftp-connector store upgrade --config {config}" if config else "sftp-connector store upgrade"
     with store.engine.begin() as conn:
         migrate.prepare(conn, name=_redact_url(str(store.engine.url)), upgrade_command=command, old_ok=for_upgrade)
+    # Records are built with model_construct, never through an ORM query, which would set the mappers up first:
+    # without it, reading an attribute of one fails.
+    orm.configure_mappers()
 
 
 def _sql_type(dtype: pl.DataType) -> str:
