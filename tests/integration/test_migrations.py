@@ -150,16 +150,17 @@ def test_revision_0001_is_the_schema_0_3_4_made_and_an_upgraded_store_has_a_new_
     migrate.upgrade(store)
     store.dispose()
     fresh = db.open_store(empty_like(old, tmp_path / "fresh"))
-    assert schema(old.url) == schema(str(fresh.engine.url.render_as_string(hide_password=False)))
+    assert schema(old.url) == schema(fresh.engine.url.render_as_string(hide_password=False))
     fresh.dispose()
 
 
 def test_a_0_3_4_store_upgrades_with_every_row_intact_and_then_works(old: OldStore) -> None:
     assert tables_of(old.url, old.expected) == old.expected
-    refused = old.cli("run")
-    assert refused.returncode == 1
-    assert f"run `sftp-connector store upgrade --config {old.config}` to upgrade it" in refused.stderr
-    assert "is at revision 0001 and this sftp-connector needs 0002" in refused.stderr
+    for command in ("run", "daemon"):
+        refused = old.cli(command)
+        assert refused.returncode == 1
+        assert f"run `sftp-connector store upgrade --config {old.config}` to upgrade it" in refused.stderr
+        assert "is at revision 0001 and this sftp-connector needs 0002" in refused.stderr
 
     done = old.cli("store", "upgrade")
     assert done.returncode == 0, done.stderr
