@@ -156,8 +156,8 @@ def _number_text(total: pl.Series) -> pl.Series:
 
 
 def split_expression(cell: pl.Expr, separator: str | None) -> pl.Expr:
-    """Given a String cell column and the separator, return its non-empty values, each once, in order, as a
-    List(String) (a property's values never repeat: `add` could not tell which copy it kept).
+    """Given a String cell column and the separator, return its non-empty values as a List(String) (a value
+    may repeat: `with_split` keeps each once).
 
     Runs of the separator collapse to one and it is stripped at both ends, so the split has no
     empty part. Many cells at once go through `with_split`: list expressions take memory that
@@ -168,8 +168,7 @@ def split_expression(cell: pl.Expr, separator: str | None) -> pl.Expr:
         return pl.when(cell.is_not_null() & (cell != "")).then(pl.concat_list(cell)).otherwise(empty)
     single = cell.str.replace_all(f"(?:{re.escape(separator)})+", separator) \
         .str.strip_prefix(separator).str.strip_suffix(separator)
-    return pl.when(single.is_not_null() & (single != "")).then(single.str.split(separator).list.unique(
-        maintain_order=True)).otherwise(empty)
+    return pl.when(single.is_not_null() & (single != "")).then(single.str.split(separator)).otherwise(empty)
 
 
 SPLIT_CHUNK = 64
@@ -178,11 +177,18 @@ SPLIT_CHUNK = 64
 
 
 def with_split(frame: pl.DataFrame, cells: dict[str, str], separator: str | None) -> pl.DataFrame:
-    """Given a frame and {new column: String cell column}, add each cell's values (see split_expression)."""
+    """Given a frame and {new column: String cell column}, add each cell's values (see split_expression), each
+    value once, in order (a property's values never repeat: `add` could not tell which copy it kept)."""
     names = list(cells)
     for start in range(0, len(names), SPLIT_CHUNK):
-        frame = frame.with_columns(split_expression(pl.col(cells[name]), separator).alias(name)
-                                   for name in names[start:start + SPLIT_CHUNK])
+        chunk = names[start:start + SPLIT_CHUNK]
+        frame = frame.with_columns(split_expression(pl.col(cells[name]), separator).alias(name) for name in chunk)
+        if separator and frame.height:
+            # Only a column with a cell of several values can repeat one: most hold one value a cell, and
+            # list.unique over every cell would cost more than the split.
+            longest = frame.select(pl.col(chunk).list.len().max()).row(0)
+            several = [name for name, most in zip(chunk, longest, strict=True) if most and most > 1]
+            frame = frame.with_columns(pl.col(several).list.unique(maintain_order=True))
     return frame
 
 
