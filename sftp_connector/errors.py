@@ -9,6 +9,7 @@ ConnectorError
     ├── CryptoError        wrong passphrase, no key for recipient X, missing/wrong signature
     ├── InputError         unreadable CSV, encrypted while pgp disabled, reject ratio exceeded
     └── StoreError         database unavailable / constraint broken (the transaction rolled back)
+                           or a store at another schema revision (`store upgrade`, or a newer version)
 ```
 
 Row problems are data (`RowReject`), not exceptions: counted, written to the rejects file,
@@ -94,7 +95,8 @@ class Interrupted(GoalError):
 
 
 class StoreError(GoalError):
-    """The database refused or failed; the transaction was rolled back."""
+    """The database refused or failed (the transaction was rolled back), or the store is at another schema
+    revision than this code's: behind it (run `store upgrade`) or newer (run the newer version)."""
 
 
 @dataclass(frozen=True, slots=True)
