@@ -33,12 +33,13 @@ def applied(rows: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> tuple
     if state.ctx.objectives:
         joined = _consented(joined, state)
     state.counts.rows_applied += joined.height
-    repeated = pl.col("_pid").is_duplicated()
-    changes = [_each_once(joined.filter(~repeated), state)]
-    many = joined.filter(repeated)
-    if not many.is_empty():
-        changes.append(_folded(many, before, state))
-    after = before.update(pl.concat(changes), on="pid", include_nulls=True)
+    if joined.get_column("_pid").is_duplicated().any():
+        repeated = pl.col("_pid").is_duplicated()
+        changes = pl.concat([_each_once(joined.filter(~repeated), state),
+                             _folded(joined.filter(repeated), before, state)])
+    else:  # the common case (a first load, most files): no profile has two rows of the batch
+        changes = _each_once(joined, state)
+    after = before.update(changes, on="pid", include_nulls=True)
     applied = joined.with_columns(_sums=_sums_json(state) if state.sum_props else pl.lit(None, pl.String))
     return after, applied.drop(_values_col(f) for f in split)
 
