@@ -13,7 +13,9 @@ The export baseline is the reverse: select the segment's rows into polars and `w
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -54,6 +56,12 @@ class Raw:
         self.home = Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))
         gpg(self.home, "--import", str(self.keys.connector_private), passphrase=self.keys.passphrase)
         gpg(self.home, "--import", str(self.keys.partner_public))
+
+    def close(self) -> None:
+        """Stop the gpg-agent of the baseline's GnuPG home and remove it (agents outlive gpg otherwise)."""
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.home, ignore_errors=True)
 
     @property
     def url(self) -> str:

@@ -200,6 +200,14 @@ def run_store(
     base, remote = bench.deployment(url, store)
     raw = baseline.Raw(bench.sshd, bench.keys, bench.work / f"raw-{store}", store,
                        new_database(pg_url) if pg_url and store == "postgresql" else None)
+    try:
+        return _stages(bench, store, files, base, remote, raw, loads_only=loads_only)
+    finally:
+        raw.close()
+
+
+def _stages(bench: Bench, store: str, files: dict[str, Path], base: Path, remote: SftpDir, raw: baseline.Raw, *,
+            loads_only: bool) -> list[Measure]:
     n = bench.rows
     out = []
     drop(remote, "customers_1.csv.gpg", files["first"])
