@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 from sftp_connector import sftp
 from sftp_connector.errors import RowReject
 from sftp_connector.goals.results import RunResult
+from sftp_connector.private import private_dir
 from sftp_connector.store import runs
 from sftp_connector.store.db import Store
 
@@ -78,10 +79,8 @@ def write_rejects(state_dir: Path, run: str, remote_path: str, rejects: Sequence
     """
     if not rejects:
         return None
-    folder = state_dir / "rejects"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    folder.chmod(0o700)  # an older version made it with the default mode
-    (folder / run).mkdir(mode=0o700, exist_ok=True)
+    folder = private_dir(state_dir / "rejects", own=True)  # an older version made it with the default mode
+    private_dir(folder / run, own=True)
     target = folder / run / (sftp.local_name(remote_path) + ".csv")
     temp = target.with_name(target.name + ".tmp")
     temp.unlink(missing_ok=True)  # a leftover would keep its mode

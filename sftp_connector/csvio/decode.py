@@ -28,6 +28,7 @@ from typing import IO, overload
 
 from sftp_connector import errors
 from sftp_connector.config import models
+from sftp_connector.private import private_dir
 
 ROW = "_row"
 BLOCK = 1 << 20  # bytes per read when copying, transcoding or scanning
@@ -110,7 +111,7 @@ def prepare(
 
 def _temp(work_dir: Path, temps: contextlib.ExitStack) -> Path:
     """Given the work directory, return a new empty temp file there that `temps` removes."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(work_dir)
     fd, name = tempfile.mkstemp(dir=work_dir, prefix=".csvio-", suffix=".tmp")
     os.close(fd)
     temps.callback(Path(name).unlink, missing_ok=True)

@@ -18,6 +18,7 @@ from sftp_connector.config.load import Config
 from sftp_connector.errors import GoalError, HostKeyError, StoreError
 from sftp_connector.goals import locks
 from sftp_connector.goals.results import GoalResult
+from sftp_connector.private import private_dir
 from sftp_connector.store import queries
 from sftp_connector.store.db import Store
 
@@ -46,7 +47,7 @@ class RunContext:
     def work_dir(self) -> Path:
         """The run's private temp folder (state/tmp/<run>, 0700), locked while the run lives."""
         if self._work_dir is None:
-            self.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # decrypted files pass through it
+            private_dir(self.config.state_dir)  # decrypted files pass through it
             self._work_dir, self._work_lock = locks.claim_work_dir(self.config.state_dir / "tmp", self.run)
         return self._work_dir
 

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from sftp_connector.private import private_dir
 from sftp_connector.store.db import Store
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ def claim_work_dir(root: Path, run: str) -> tuple[Path, int]:
     lock's file descriptor, which the caller closes when the run ends. Folders of dead runs are removed first.
     """
     sweep_work_dirs(root)
+    private_dir(root, own=True)  # 0.3 made state/ and state/tmp with the umask's mode
     staging = root / f"{_CLAIMING}{run}"
-    staging.mkdir(mode=0o700, parents=True)
+    staging.mkdir(mode=0o700)
     fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     path = root / run

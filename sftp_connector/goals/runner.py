@@ -21,6 +21,7 @@ from sftp_connector.errors import ConfigError, GoalError, StoreError
 from sftp_connector.goals import exports, imports, locks
 from sftp_connector.goals.context import RunContext
 from sftp_connector.goals.results import GoalResult, RunResult
+from sftp_connector.private import private_dir
 from sftp_connector.store.db import Store
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def run(
     Raise ConfigError if a named goal does not exist.
     """
     goals = ordered(config, names)
-    config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # rejects, locks and decrypted files live here
+    private_dir(config.state_dir)  # rejects, locks and decrypted files live here
     result = RunResult(run=new_run_id(), trigger="schedule" if trigger == "schedule" else "cli",
                        started_at=time.time(), dry_run=dry_run)
     ctx = RunContext(config=config, store=store, run=result.run, dry_run=dry_run, force=force,

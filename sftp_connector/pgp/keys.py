@@ -23,6 +23,7 @@ import gnupg
 
 from sftp_connector import errors
 from sftp_connector.config import models
+from sftp_connector.private import private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +132,7 @@ def list_keys(keyring: Keyring) -> list[KeyInfo]:
 def _prepare_home(home: Path) -> None:
     """Given the GnuPG home, create it 0700 with a no-cache agent config. Raise ConfigError if impossible."""
     try:
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(home, 0o700)
+        private_dir(home, own=True)
         conf = home / "gpg-agent.conf"
         rewritten = not conf.is_file() or conf.read_text() != AGENT_CONF
         if rewritten:

@@ -7,7 +7,6 @@ transaction: an ORM object per row would be many times slower for million-row fi
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlalchemy import event, orm
 from sqlalchemy.engine import Connection, Engine
 
 from sftp_connector.errors import ConfigError, StoreError
+from sftp_connector.private import private_file
 from sftp_connector.store import migrate
 from sftp_connector.store.dialect import dialect_for
 
@@ -174,9 +174,8 @@ def _engine(url: str, lock_timeout_s: float) -> Engine:
 def _private_file(path: Path) -> None:
     """Create the SQLite file (and its folder) readable by this user only: it holds customer data.
     SQLite gives its -wal and -shm files the database file's permissions."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        private_file(path)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

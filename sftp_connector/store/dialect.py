@@ -15,6 +15,7 @@ import abc
 import contextlib
 import fcntl
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sftp_connector.errors import ConfigError, StoreError
+from sftp_connector.private import FILE_MODE, private_dir
 
 # A JSON value that reads as a number (PostgreSQL would raise on a bad cast).
 _PG_NUMBER = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
@@ -141,6 +143,12 @@ def dialect_for(engine: Engine) -> Dialect:
     raise ConfigError(f"store.url: the store must be SQLite or PostgreSQL, not {engine.dialect.name}")
 
 
+def _private_opener(path: str, flags: int) -> int:
+    fd = os.open(path, flags, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # 0.3 made lock files with the umask's mode
+    return fd
+
+
 def _pg_number(value: str) -> str:
     return f"(CASE WHEN {value} ~ '{_PG_NUMBER}' THEN {value}::double precision END)"
 
@@ -151,8 +159,8 @@ def _json_key(name: str) -> str:
 
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
+    private_dir(path.parent, own=True)
+    with open(path, "a", opener=_private_opener) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -110,6 +110,22 @@ def test_the_sqlite_store_is_private(deployment: Deployment) -> None:
     assert stat.S_IMODE((deployment.dir / "state").stat().st_mode) & 0o077 == 0
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_everything_the_connector_creates_in_state_is_private(deployment: Deployment) -> None:
+    # A state folder given in the configuration, several levels deep and not yet there: every level the
+    # connector creates, the work and lock folders, lock files and reject files are this user's only.
+    state = deployment.dir / "var" / "lib" / "connector"
+    deployment.update_connector({"state_dir": str(state)})
+    deployment.write_goal("customers", GOAL)
+    deployment.put_encrypted("in/customers_1.csv.gpg", "email,name,points\na@example.test,A,x\n", mtime=OLD)
+    assert deployment.run().status in ("success", "partial")
+    made = [state.parent.parent, state.parent, state, *state.rglob("*")]
+    assert state / "tmp" in made and state / "locks" in made and state / "rejects" in made
+    loose = {str(path): oct(stat.S_IMODE(path.stat().st_mode)) for path in made
+             if stat.S_IMODE(path.stat().st_mode) & 0o077}
+    assert loose == {}
+
+
 # ── secrets ──────────────────────────────────────────────────────────────────────────
 
 

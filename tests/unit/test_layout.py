@@ -24,6 +24,7 @@ FORBIDDEN = {
     "processors": {"config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "linked": {"store", "goals", "cli", "sftp", "pgp", "merge", "history", "events"},
     "events": {"goals", "cli", "sftp", "pgp", "merge", "history"},
+    "private": {"errors", "config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "rowkeys": {"config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "store": {"goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "goals": {"cli", "demo"},

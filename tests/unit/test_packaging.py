@@ -28,6 +28,20 @@ SYSTEMD_ANALYZE_PATHS = ("/usr/bin/systemd-analyze", "/bin/systemd-analyze")
 HOME = "/srv/sftp-connector"
 
 
+# ── pyproject ─────────────────────────────────────────────────────────────────────────
+
+
+def test_the_license_is_an_spdx_expression_as_pep_639_asks() -> None:
+    # The table form {text = ...} is deprecated: setuptools warns on every build and refuses it from 2027-02-18.
+    import importlib.metadata
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    assert project["build-system"]["requires"] == ["setuptools>=77"]  # the first to accept the string form
+    assert importlib.metadata.metadata("sftp-connector")["License-Expression"] == "Apache-2.0"
+
+
 # ── Dockerfile ───────────────────────────────────────────────────────────────────────
 
 
