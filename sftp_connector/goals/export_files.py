@@ -3,7 +3,11 @@ as CSV (appended page by page) or Parquet (multi-valued properties as list colum
 
 CSV cells hold multi-values joined with the goal's separator; with `escape_formulas` a cell
 that a spreadsheet would run as a formula gets a leading `'`. Parquet keeps types: profile
-ids as integers, property values and segment names as lists of strings.
+ids as integers, segment names as lists of strings, property values as lists of numbers
+(Float64) where every value of the property in the file is a number (a `sum`, stored as
+JSON numbers), and as lists of strings otherwise: digits stored as text (a zip code) stay
+text. The choice is made for the whole file, so pages are kept as the store's JSON until
+the file is closed.
 """
 
 from __future__ import annotations
@@ -32,10 +36,18 @@ class Written:
 
 
 def file_name(goal: models.ExportProfiles, name: str) -> str:
-    """The goal's file name for its format: a Parquet export's `.csv` becomes `.parquet`."""
+    """The goal's file name for its format: a Parquet export's `.csv` becomes `.parquet` (once)."""
     if goal.format == "parquet":
-        return (name[:-4] if name.lower().endswith(".csv") else name) + ".parquet"
+        return split_extension(name)[0] + ".parquet"
     return name
+
+
+def split_extension(name: str) -> tuple[str, str]:
+    """Given an export file name, return its stem and its data extension (`.csv`, `.parquet` or none)."""
+    for ext in (".csv", ".parquet"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)], name[-len(ext):]
+    return name, ""
 
 
 def property_of(connector: models.Connector, column: models.ExportColumn) -> str | None:
@@ -67,7 +79,7 @@ class Sink:
     def add(self, page: pl.DataFrame) -> None:
         self.rows += page.height
         if self.head is None:
-            self.head = page.head(SHOWN_ROWS)
+            self.head = _typed(page.head(SHOWN_ROWS), self.goal)
         if self.goal.format == "parquet":
             self.pages.append(page)
             return
@@ -78,7 +90,7 @@ class Sink:
     def close(self) -> Written:
         """Finish the file (with the header alone when no page came) and return it."""
         if self.goal.format == "parquet":
-            frame = pl.concat(self.pages) if self.pages else _empty(self.goal, lists=True)
+            frame = _typed(pl.concat(self.pages), self.goal) if self.pages else _empty(self.goal, lists=True)
             frame.write_parquet(self.path, compression="zstd")
         elif not self._started:
             with self.path.open("wb") as out:
@@ -90,6 +102,24 @@ def _empty(goal: models.ExportProfiles, *, lists: bool) -> pl.DataFrame:
     if not lists:
         return pl.DataFrame(schema=dict.fromkeys((c.column for c in goal.columns), pl.String))
     return pl.DataFrame(schema={c.column: _parquet_type(c) for c in goal.columns})
+
+
+def _typed(frame: pl.DataFrame, goal: models.ExportProfiles) -> pl.DataFrame:
+    """Given rendered rows of a Parquet export (property columns still JSON text), decode each property
+    column: to lists of numbers if it holds values and every one is a JSON number, else to lists of strings."""
+    if goal.format != "parquet":
+        return frame
+    return frame.with_columns(_decoded(frame[c.column]) for c in goal.columns if _is_property_json(c))
+
+
+def _decoded(json_text: pl.Series) -> pl.Series:
+    held = json_text.drop_nulls().filter(json_text.drop_nulls() != "[]")
+    numbers = held.len() > 0 and not held.str.contains('"').any()  # values, and none of them quoted: numbers
+    return json_text.str.json_decode(pl.List(pl.Float64 if numbers else pl.String)).fill_null([])
+
+
+def _is_property_json(column: models.ExportColumn) -> bool:
+    return column.text is None and column.value not in ("profile_id", "segments") and column.segments is None
 
 
 def _parquet_type(column: models.ExportColumn) -> pl.DataType:
@@ -108,8 +138,8 @@ def page_schema(properties: list[str], flags: list[str]) -> dict[str, pl.DataTyp
 
 def render(connector: models.Connector, goal: models.ExportProfiles, properties: list[str], flags: list[str],
            frame: pl.DataFrame) -> pl.DataFrame:
-    """Given a page of profiles (page_schema), return the goal's columns: strings for CSV, typed (lists for
-    values) for Parquet."""
+    """Given a page of profiles (page_schema), return the goal's columns: strings for CSV; for Parquet, typed
+    ids and segment lists, with property values left as the store's JSON text for the Sink to decode."""
     lists = goal.format == "parquet"
     sep = goal.csv.multi_value_separator
     where = {prop: f"v{i}" for i, prop in enumerate(properties)}
@@ -125,8 +155,8 @@ def render(connector: models.Connector, goal: models.ExportProfiles, properties:
             held = pl.concat_list(pl.when(pl.col(flag[n]) == 1).then(pl.lit(n)) for n in names).list.drop_nulls() \
                 if names else pl.lit([], pl.List(pl.String))
             return held if lists else held.list.join(sep)
-        values = rules.decode(pl.col(where[property_of(connector, column) or ""]))
-        return values if lists else values.list.join(sep)
+        cell = pl.col(where[property_of(connector, column) or ""])
+        return cell if lists else rules.decode(cell).list.join(sep)  # Parquet decodes when the file closes
 
     return frame.select(value(c).alias(f"c{i}") for i, c in enumerate(goal.columns)).rename(
         {f"c{i}": c.column for i, c in enumerate(goal.columns)})
@@ -148,7 +178,7 @@ def event_files(work_dir: Path, goal: models.ExportProfiles, name: str, kind: st
                 rows: list[tuple[Any, ...]]) -> list[Written]:
     """One file of the events of a type (profile_id, id, time, its properties) and one per nested list
     (`<type>_id`, then the items' properties), named `<stem>_<type>[_<list>]<ext>`."""
-    stem, ext = (name[:-4], ".csv") if name.lower().endswith(".csv") else (name, "")
+    stem, ext = split_extension(name)
     events, nested = [], {}
     for pid, event_id, at, properties, items in rows:
         events.append({"profile_id": str(pid), "id": event_id, "time": at or "", **orjson.loads(properties)})

@@ -84,11 +84,11 @@ def test_parquet_export_reads_back_with_polars_after_gpg(deployment: Deployment,
 
     profiles = read(f"out_{result.run}.parquet.gpg")
     assert profiles.schema == pl.Schema({"id": pl.Int64, "email": pl.List(pl.String), "tags": pl.List(pl.String),
-                                         "points": pl.List(pl.String), "segments": pl.List(pl.String),
+                                         "points": pl.List(pl.Float64), "segments": pl.List(pl.String),
                                          "source": pl.String})
     assert profiles.drop("id").to_dicts() == [
-        {"email": ["a@x.com"], "tags": ["x", "y"], "points": ["10"], "segments": ["gold"], "source": "crm"},
-        {"email": ["b@x.com"], "tags": ["z"], "points": ["5"], "segments": [], "source": "crm"}]
+        {"email": ["a@x.com"], "tags": ["x", "y"], "points": [10.0], "segments": ["gold"], "source": "crm"},
+        {"email": ["b@x.com"], "tags": ["z"], "points": [5.0], "segments": [], "source": "crm"}]
     visits = read(f"out_{result.run}_visit.parquet.gpg")
     assert visits.select("id", "time", "page").rows() == [("V1", "2026-11-01T00:00:00Z", "/home"),
                                                          ("V2", "2026-11-02T00:00:00Z", "/cart")]

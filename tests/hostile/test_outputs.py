@@ -1,0 +1,56 @@
+"""What the operator's files and terminal receive from hostile or merely unusual data: Parquet exports whose
+names and types are what a reader expects, reject files that can be fixed and sent back, and remote names
+that cannot drive the terminal (issue 18, items 7 to 9)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from typing import Any
+
+import polars as pl
+
+from tests.e2e.test_export import download, exported
+from tests.fixtures.connector import Deployment
+from tests.fixtures.sshd import SshServer
+from tests.hostile.helpers import OLD
+
+MEMBERS: dict[str, Any] = {
+    "kind": "import-profiles", "name": "members",
+    "files": [{"name": "members", "directory": "in", "pattern": "members_*.csv"}], "stable_after_s": 0,
+    "identifiers": [{"field": "email", "property": "email"}],
+    "events": [{"type": "visit", "id": "visit", "time": "at", "properties": {"page": "page"}}],
+    "mappings": [{"field": "zip", "property": "zip"}, {"field": "spent", "property": "spent", "rule": "sum"},
+                 {"field": "visits", "property": "visits", "rule": "sum"}],
+}
+
+
+# ── 9. Parquet exports ───────────────────────────────────────────────────────────────
+
+
+def test_a_parquet_name_keeps_one_extension_and_sums_are_numbers(deployment: Deployment, sshd: SshServer) -> None:
+    shutil.copy(deployment.keys.partner_public, deployment.dir / "keys" / "partner.public.asc")
+    deployment.update_connector({"pgp": {"encrypt": {"recipients": ["keys/partner.public.asc"]}}})
+    deployment.write_goal("members", MEMBERS)
+    deployment.put("in/members_1.csv", "email,zip,spent,visits,visit,at,page\n"
+                   "a@x.com,01234,37.5,2,V1,2026-11-01,/home\nb@x.com,99,,,V2,2026-11-02,/cart\n", mtime=OLD)
+    deployment.write_goal("out", {
+        "kind": "export-profiles", "name": "out", "format": "parquet", "filename": "members_{run}.parquet",
+        "events": {"types": "all"},
+        "columns": [{"column": "email", "property": "email"}, {"column": "zip", "property": "zip"},
+                    {"column": "spent", "property": "spent"}, {"column": "visits", "property": "visits"}]})
+    result = deployment.run()
+    assert result.status == "success", result
+    files = {f.path.rsplit("/", 1)[1]: f for f in exported(result, "out")}
+    assert sorted(files) == [f"members_{result.run}.parquet.gpg", f"members_{result.run}_visit.parquet.gpg"]
+
+    encrypted, plain = deployment.dir / "x.gpg", deployment.dir / "x.parquet"
+    encrypted.write_bytes(download(deployment, sshd, files[f"members_{result.run}.parquet.gpg"].path))
+    deployment.keys.gpg_decrypt_as_partner(encrypted, plain)
+    members = pl.read_parquet(io.BytesIO(plain.read_bytes()))
+    # Every value of spent and visits is a number (sums are); zip holds digits but is text, and stays text.
+    assert members.schema == pl.Schema({"email": pl.List(pl.String), "zip": pl.List(pl.String),
+                                        "spent": pl.List(pl.Float64), "visits": pl.List(pl.Float64)})
+    assert members.sort("email").to_dicts() == [
+        {"email": ["a@x.com"], "zip": ["01234"], "spent": [37.5], "visits": [2.0]},
+        {"email": ["b@x.com"], "zip": ["99"], "spent": [], "visits": []}]
