@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import os
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from sftp_connector import sftp
-from sftp_connector.errors import RowReject
 from sftp_connector.goals.results import RunResult
-from sftp_connector.private import private_dir
 from sftp_connector.store import runs
 from sftp_connector.store.db import Store
 
@@ -72,23 +65,3 @@ def _run_json(conn: Connection, run: dict[str, Any], goal: str | None) -> dict[s
             "goals": goals}
 
 
-def write_rejects(state_dir: Path, run: str, remote_path: str, rejects: Sequence[RowReject]) -> Path | None:
-    """Given a file's rejected rows and cells, write them to state/rejects/<run>/<file>.csv; return its path.
-
-    Rejected rows are customer data in clear: the folders are 0700 and the file 0600.
-    """
-    if not rejects:
-        return None
-    folder = private_dir(state_dir / "rejects", own=True)  # an older version made it with the default mode
-    private_dir(folder / run, own=True)
-    target = folder / run / (sftp.local_name(remote_path) + ".csv")
-    temp = target.with_name(target.name + ".tmp")
-    temp.unlink(missing_ok=True)  # a leftover would keep its mode
-    with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", newline="",
-              encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "row", "column", "reason", "value"])
-        for reject in rejects:
-            writer.writerow([reject.file, reject.row, reject.column or "", reject.reason, reject.value or ""])
-    os.replace(temp, target)
-    return target

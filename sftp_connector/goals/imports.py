@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sftp_connector import csvio, events, failpoints, files, history, linked, merge, pgp, processors, sftp, sync
+from sftp_connector import csvio, events, failpoints, files, linked, merge, pgp, processors, sftp, sync
+from sftp_connector import rejects as rejects_file
 from sftp_connector.config import models
 from sftp_connector.config.load import goal_digest
 from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupted, RowReject, TransportError
@@ -297,7 +298,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         pipeline.flush()
         _stop_if_asked(ctx)  # the writes of the last batches were under way until now
         _verified(d)  # gpg's signature and integrity checks: nothing of the file is kept before them
-        _write_rejects(ctx, d.remote.path, [*rejects, *state.rejects])
+        _write_rejects(ctx, job.goal, d, [*rejects, *state.rejects])
         _check_reject_ratio(goal, state.counts)
         if goal.write_mode == "overwrite":
             state.counts.cleared = sync.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
@@ -366,7 +367,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
             counts[name].cells_rejected += len(rejected)
             rejects[name] += rejected
         for d in locals_:
-            _write_rejects(ctx, d.remote.path, rejects[d.entry.name])
+            _write_rejects(ctx, goal, d, rejects[d.entry.name])
             _check_reject_ratio(goal, counts[d.entry.name])
         if goal.write_mode == "overwrite" and states:
             counts[parts[0].entry.name].cleared = sync.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
@@ -439,10 +440,14 @@ def _check_reject_ratio(goal: models.ImportProfiles | models.ImportGroups, count
             "nothing was imported (see the rejects file)")
 
 
-def _write_rejects(ctx: RunContext, remote_path: str, rejects: list[RowReject]) -> None:
-    target = history.write_rejects(ctx.config.state_dir, ctx.run, remote_path, rejects)
+def _write_rejects(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, d: Local,
+                   rejects: list[RowReject]) -> None:
+    """Write the file's rejected rows as read (a second read of its decrypted copy, only if there are any)."""
+    assert d.plain is not None
+    target = rejects_file.write(ctx.config.state_dir, ctx.run, d.remote.path, d.plain, goal.csv, rejects,
+                                max_bytes=goal.max_file_bytes, work_dir=ctx.work_dir)
     if target:
-        logger.info("%d rejected row(s) or cell(s) of %s written to %s", len(rejects), remote_path, target)
+        logger.info("%d rejected row(s) or cell(s) of %s written to %s", len(rejects), d.remote.path, target)
 
 
 def _refresh_listing(ctx: RunContext, record: tables.ImportedFile | None, remote: sftp.RemoteFile,

@@ -118,9 +118,9 @@ def test_headerless_rows_with_the_wrong_field_count_are_rejected(deployment: Dep
         {"email": ["d@x.com"], "name": ["Di"]},
         {"email": ["f@x.com"], "name": ["Fay\nJones"], "city": ["Lima"]},
     ]
-    [rejects] = (deployment.dir / "state" / "rejects" / result.run).glob(f"*_{NAME}.csv")
+    rejects = deployment.dir / "state" / "rejects" / result.run / "customers_1.csv"
     with rejects.open(newline="", encoding="utf-8") as handle:
-        rows = [(r["row"], r["reason"], r["value"]) for r in csv.DictReader(handle)]
+        rows = [(r["_row"], r["_reason"], r["_record"]) for r in csv.DictReader(handle)]
     assert rows == [
         ("2", "expected 3 fields, found 2", "b@x.com,Bob"),
         ("3", "expected 3 fields, found 4", "c@x.com,Cy,Rome,extra"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import stat
 
-from sftp_connector import sftp
+from sftp_connector import rejects as rejects_file
 from tests.fixtures.connector import Deployment
 from tests.hostile.helpers import OLD, cli_run, error_of, files_of, store_contents
 
@@ -77,10 +77,10 @@ def test_malformed_files_reject_rows_or_the_whole_file_as_an_operator_expects(de
         file = files.pop(name)
         assert (file["status"], file["rows_read"], file["rows_rejected"], file["rows_applied"]) == (
             "imported", 60 + len(reasons), len(reasons), 60), (name, file)
-        rejects = deployment.dir / "state" / "rejects" / run["run"] / (sftp.local_name(file["path"]) + ".csv")
+        rejects = deployment.dir / "state" / "rejects" / run["run"] / rejects_file.file_name(file["path"])
         assert stat.S_IMODE(rejects.stat().st_mode) == 0o600  # rejected rows are customer data in clear
         with rejects.open(newline="", encoding="utf-8") as handle:
-            assert [row["reason"] for row in csv.DictReader(handle)] == reasons, name
+            assert [row["_reason"] for row in csv.DictReader(handle)] == reasons, name
     assert {name: error_of(file, "customers", deployment.remote.remote) for name, file in files.items()} == {
         name: cause for name, (_, cause) in FILE_DAMAGE.items()}
 

@@ -4,6 +4,7 @@ that cannot drive the terminal (issue 18, items 7 to 9)."""
 
 from __future__ import annotations
 
+import csv
 import io
 import shutil
 from typing import Any
@@ -54,3 +55,48 @@ def test_a_parquet_name_keeps_one_extension_and_sums_are_numbers(deployment: Dep
     assert members.sort("email").to_dicts() == [
         {"email": ["a@x.com"], "zip": ["01234"], "spent": [37.5], "visits": [2.0]},
         {"email": ["b@x.com"], "zip": ["99"], "spent": [], "visits": []}]
+
+
+# ── 8. reject files ──────────────────────────────────────────────────────────────────
+
+CUSTOMERS: dict[str, Any] = {
+    "kind": "import-profiles", "name": "customers",
+    "files": [{"name": "customers", "directory": "in", "pattern": "customers_*.csv*"}], "stable_after_s": 0,
+    "max_reject_ratio": 0.9,
+    "identifiers": [{"field": "email", "property": "email"}],
+    "mappings": [{"field": "name", "property": "name"}, {"field": "points", "property": "points", "rule": "sum"}],
+}
+
+
+def test_a_reject_file_holds_each_rejected_row_as_read_with_why(deployment: Deployment) -> None:
+    deployment.write_goal("customers", CUSTOMERS)
+    deployment.put_encrypted("in/customers_1.csv.gpg", 'email,name,points\n'
+                             'a@x.com,Ann,1\n'
+                             ',Nobody,5\n'              # row 2: no identifier: the whole row is rejected
+                             'c@x.com,"Cé, Jr",ten\n'   # row 3: one bad cell, the rest imports
+                             'd@x.com,Dee,4,extra\n'    # row 4: a field too many: unreadable as a row
+                             'e@x.com,Eve,2\n', mtime=OLD)
+    result = deployment.run()
+    assert result.status == "success", result
+    folder = deployment.dir / "state" / "rejects" / result.run
+    assert sorted(p.name for p in folder.iterdir()) == ["customers_1.csv"]
+    with (folder / "customers_1.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows == [
+        ["email", "name", "points", "_row", "_column", "_reason", "_record"],
+        ["", "Nobody", "5", "2", "", "no usable identifier: email all empty", ""],
+        ["c@x.com", "Cé, Jr", "ten", "3", "points", "`points` is not a number", ""],
+        ["", "", "", "4", "", "expected 3 fields, found 4", "d@x.com,Dee,4,extra"],
+    ]
+
+
+def test_reject_columns_do_not_clash_with_the_files_own(deployment: Deployment) -> None:
+    deployment.write_goal("customers", {**CUSTOMERS, "files": [
+        {"name": "customers", "directory": "in", "pattern": "customers_*.csv*"}]})
+    deployment.put("in/customers_2.csv", "email,name,points,_reason\nb@x.com,Bo,x,mine\n", mtime=OLD)
+    result = deployment.run()
+    folder = deployment.dir / "state" / "rejects" / result.run
+    with (folder / "customers_2.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["email", "name", "points", "_reason", "_row", "_column", "__reason", "_record"]
+    assert rows[1][:5] == ["b@x.com", "Bo", "x", "mine", "1"]

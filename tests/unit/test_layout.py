@@ -25,6 +25,7 @@ FORBIDDEN = {
     "linked": {"store", "goals", "cli", "sftp", "pgp", "merge", "history", "events"},
     "events": {"goals", "cli", "sftp", "pgp", "merge", "history"},
     "private": {"errors", "config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
+    "rejects": {"store", "goals", "cli", "sftp", "pgp", "merge", "history"},
     "rowkeys": {"config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "store": {"goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "goals": {"cli", "demo"},
