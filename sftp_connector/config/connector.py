@@ -61,6 +61,8 @@ class Sftp(Model):
 class PgpDecrypt(Model):
     private_key: Path | None = None
     passphrase: SecretStr | None = None
+    symmetric_passphrase: SecretStr | None = None
+    """Decrypts files encrypted with a passphrase only (gpg --symmetric), never the private key's."""
     verify_keys: list[Path] = []
     require_signature_from: list[str] = []
 

@@ -23,7 +23,7 @@ from sftp_connector.config import models
 from sftp_connector.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_SECRET_KEYS = ("password", "passphrase")
+_SECRET_KEYS = ("password", "passphrase", "symmetric_passphrase")
 _GOAL = TypeAdapter(models.Goal)
 
 

@@ -204,7 +204,9 @@ def _decrypting(ctx: RunContext, goal: models.ImportProfiles | models.ImportGrou
     passphrase = settings.decrypt.passphrase.get_secret_value() if settings.decrypt.passphrase else None
     plain = local.with_name(local.name + ".plain")
     try:
+        symmetric = settings.decrypt.symmetric_passphrase
         decryption = pgp.Decryption(ctx.keyring(), local, plain, passphrase=passphrase, max_bytes=goal.max_file_bytes,
+                                    symmetric_passphrase=symmetric.get_secret_value() if symmetric else None,
                                     require_signers=settings.decrypt.require_signature_from)
     except GoalError as exc:
         exc.file = downloaded.remote.path  # not the local temp copy pgp was given: that means nothing to operators

@@ -22,6 +22,7 @@ This module decrypts and encrypts files and turns gpg's status lines into operat
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import logging
@@ -58,6 +59,9 @@ class Decrypted:
     """A signature was present, even one from an unknown key."""
     signer_key_id: str | None
     """Key id of the signer when its key is not in the keyring (or its signature is unusable)."""
+    unusable: str | None = None
+    """Why a signature by a known key does not count, as the end of "signed by …": its key expired or was
+    revoked, and when."""
 
 
 class _KilledPipeFilter(logging.Filter):
@@ -103,9 +107,22 @@ class Decryption:
     """
 
     def __init__(self, keyring: Keyring, src: Path, dst: Path, *, passphrase: str | None,
-                 require_signers: Sequence[str] = (), max_bytes: int | None = None) -> None:
+                 require_signers: Sequence[str] = (), max_bytes: int | None = None,
+                 symmetric_passphrase: str | None = None) -> None:
         if not src.is_file():
             raise errors.InputError(f"file {src} not found", file=str(src))
+        if src.stat().st_size == 0:
+            raise errors.CryptoError("the file is empty (0 bytes), not OpenPGP data: it is tried again on the next "
+                                     "run", file=str(src))
+        first = _first_packet(src)
+        if first not in _MESSAGE_STARTS:
+            raise errors.CryptoError("not OpenPGP data: the name says encrypted, but the file holds something else "
+                                     "(sent unencrypted, or under the wrong name?)", file=str(src))
+        self._symmetric = first == _SKESK
+        if self._symmetric:  # gpg would take the private key's passphrase for the file's: never give it that one
+            if not symmetric_passphrase:
+                raise errors.CryptoError(_SYMMETRIC_NEEDED, file=str(src))
+            passphrase = symmetric_passphrase
         self._progress = _Progress()
         self._outcome: Decrypted | BaseException | None = None
         self._sink: _Sink | None = None
@@ -172,7 +189,7 @@ class Decryption:
                 raise errors.CryptoError("decryption stopped", file=str(src))
             if sink.failure is not None:
                 raise _write_failed("the decrypted file", tmp, sink.failure, src) from sink.failure
-            decrypted = _decryption_outcome(result, src, passphrase)
+            decrypted = _decryption_outcome(keyring, result, src, passphrase, symmetric=self._symmetric)
             _check_signers(decrypted, require_signers, src)
         logger.debug("decrypted %s (%d bytes, signer %s)", src, sink.written,
                      decrypted.signer or decrypted.signer_key_id)
@@ -361,7 +378,8 @@ def _run_decrypt(keyring: Keyring, src: Path, passphrase: str | None, sink: _Sin
             keyring.gpg.on_data = None
 
 
-def _decryption_outcome(result: Any, src: Path, passphrase: str | None) -> Decrypted:
+def _decryption_outcome(keyring: Keyring, result: Any, src: Path, passphrase: str | None, *,
+                        symmetric: bool) -> Decrypted:
     """Given gpg's decrypt result, return the signature found. Raise CryptoError if decryption or signature failed."""
     status = _status(result)
     if "BADSIG" in status:
@@ -369,14 +387,21 @@ def _decryption_outcome(result: Any, src: Path, passphrase: str | None) -> Decry
         raise errors.CryptoError(f"bad signature (key {key_id}): the file was altered after signing or the "
                                  "signature is forged", file=str(src))
     if "DECRYPTION_OKAY" not in status or {"DECRYPTION_FAILED", "BADMDC"} & status.keys():
-        raise errors.CryptoError(_decryption_problem(status, result, passphrase), file=str(src))
-    return _signature(status)
+        raise errors.CryptoError(_decryption_problem(status, result, passphrase, symmetric=symmetric), file=str(src))
+    return _signature(keyring, status)
 
 
-def _decryption_problem(status: dict[str, list[str]], result: Any, passphrase: str | None) -> str:
+def _decryption_problem(status: dict[str, list[str]], result: Any, passphrase: str | None, *,
+                        symmetric: bool) -> str:
     """Given gpg's status lines of a failed decryption, return the cause in operator words."""
+    if symmetric and "PLAINTEXT" not in status:  # gpg says "Bad session key": the passphrase made a wrong one
+        return "wrong pgp.decrypt.symmetric_passphrase for this passphrase-encrypted file"
     if _bad_passphrase(status):
         return "wrong passphrase for the connector's private key"
+    if "DECRYPTION_FAILED" in status and _without_mdc(status):
+        return ("the data has no integrity protection (no MDC, as `gpg --rfc2440` or a very old tool writes it), "
+                "so it could have been altered unnoticed: refused; ask the sender to encrypt with integrity "
+                "protection, the default of current tools")
     if "NEED_PASSPHRASE" in status and passphrase is None:
         return "the connector's private key needs a passphrase: set pgp.decrypt.passphrase"
     if "NO_SECKEY" in status and "DECRYPTION_KEY" not in status:
@@ -390,11 +415,32 @@ def _decryption_problem(status: dict[str, list[str]], result: Any, passphrase: s
     return "corrupt or truncated OpenPGP data" + (f" ({said})" if said else "")
 
 
-def _signature(status: dict[str, list[str]]) -> Decrypted:
-    """Given gpg's status lines of a decryption, return who signed it."""
-    if "GOODSIG" in status and "VALIDSIG" in status:
-        fields = status["VALIDSIG"][0].split()
-        return Decrypted(signer=fields[9] if len(fields) >= 10 else fields[0], signed=True, signer_key_id=None)
+def _without_mdc(status: dict[str, list[str]]) -> bool:
+    """Given gpg's status lines, return True if the data had no integrity protection (DECRYPTION_INFO's
+    first field is the MDC method, 0 for none; AEAD data has its own)."""
+    info = (status.get("DECRYPTION_INFO") or [""])[0].split()
+    return bool(info) and info[0] == "0" and (len(info) < 3 or info[2] == "0")
+
+
+def _signature(keyring: Keyring, status: dict[str, list[str]]) -> Decrypted:
+    """Given gpg's status lines of a decryption, return who signed it (and why a known key's signature
+    does not count, if its key expired or was revoked)."""
+    validsig = status.get("VALIDSIG", [""])[0].split()
+    primary = validsig[9] if len(validsig) >= 10 else validsig[0] if validsig else None
+    if "GOODSIG" in status and primary:
+        return Decrypted(signer=primary, signed=True, signer_key_id=None)
+    if "EXPKEYSIG" in status and primary:
+        expired = status.get("KEYEXPIRED", [""])[0].split()
+        when = keys.iso_day(expired[0]) if expired else "an earlier date"
+        return Decrypted(signer=None, signed=True, signer_key_id=status["EXPKEYSIG"][0].split()[0],
+                         unusable=f"{primary}, whose key expired on {when}: ask the partner for its renewed "
+                                  "public key and put it in pgp.decrypt.verify_keys")
+    if "REVKEYSIG" in status and primary:
+        key_id = status["REVKEYSIG"][0].split()[0]
+        which = f" (subkey {key_id})" if not primary.endswith(key_id) else ""
+        return Decrypted(signer=None, signed=True, signer_key_id=key_id,
+                         unusable=f"{primary}{which}, {keys.revocation(keyring, key_id)}: the partner must sign "
+                                  "with a valid key")
     for keyword in ("ERRSIG", "EXPKEYSIG", "REVKEYSIG", "EXPSIG"):
         if keyword in status:
             return Decrypted(signer=None, signed=True, signer_key_id=status[keyword][0].split()[0])
@@ -411,12 +457,40 @@ def _check_signers(decrypted: Decrypted, required: Sequence[str], src: Path) -> 
     listed = ", ".join(required)
     if not decrypted.signed:
         raise errors.CryptoError(f"signature required from {listed} but the file is unsigned", file=str(src))
+    if decrypted.unusable:
+        raise errors.CryptoError(f"signed by {decrypted.unusable}", file=str(src))
     signer = decrypted.signer or (f"unknown or unusable key {decrypted.signer_key_id} "
                                   "(is it in pgp.decrypt.verify_keys?)")
     raise errors.CryptoError(f"signed by {signer}, not by one of {listed}", file=str(src))
 
 
 # ── helpers ──────────────────────────────────────────────────────────────────────────
+
+_SKESK = 3  # the packet of a passphrase-encrypted session key (RFC 4880 5.3)
+_MESSAGE_STARTS = frozenset({1, 2, 3, 4, 8, 9, 10, 11, 18, 20})
+"""Tags of the packets an OpenPGP message can start with: session keys, signatures, compressed, encrypted,
+marker and literal data (RFC 4880 11.3; 20 is AEAD data)."""
+_SYMMETRIC_NEEDED = ("the file is encrypted with a passphrase only (symmetric), not to the connector's key: set "
+                     "pgp.decrypt.symmetric_passphrase (or symmetric_passphrase_file) to the passphrase the partner "
+                     "used")
+_ARMOR = b"-----BEGIN PGP MESSAGE-----"
+
+
+def _first_packet(path: Path) -> int | None:
+    """Given an OpenPGP file (binary or armored), return the tag of its first packet, or None if unreadable."""
+    with path.open("rb") as file:
+        head = file.read(4096)
+    if head.lstrip().startswith(_ARMOR):
+        lines = head.lstrip()[len(_ARMOR):].splitlines()
+        body = b"".join(lines[lines.index(b"", 1) + 1:][:2]) if b"" in lines[1:] else b""
+        try:
+            head = base64.b64decode(body[:8], validate=False)
+        except ValueError:
+            return None
+    if not head or not head[0] & 0x80:
+        return None
+    return head[0] & 0x3F if head[0] & 0x40 else (head[0] >> 2) & 0x0F
+
 
 
 @contextlib.contextmanager

@@ -34,7 +34,10 @@ max-cache-ttl 0
 allow-loopback-pinentry
 """
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, NUL included
-_FOREIGN_ENV = ("GNUPGHOME", "GPG_AGENT_INFO")
+_PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "SYSTEMROOT")
+"""What gpg (and the gpg-agent it starts, which inherits it) gets of our environment: where programs and
+temp files are, whose they are. Nothing else: the connector's environment holds its secrets (SFTP_PASSWORD,
+a passphrase variable, tokens), and GnuPG's own variables (GNUPGHOME) would point it at the user's home."""
 _FINGERPRINT = re.compile(r"(?:0x)?([0-9A-F]{16}|[0-9A-F]{40}|[0-9A-F]{64})")
 _ALGORITHMS = {"1": "rsa", "16": "elgamal", "17": "dsa", "18": "ecdh", "19": "ecdsa", "22": "eddsa"}
 
@@ -179,8 +182,9 @@ def _new_gpg(home: Path) -> Gpg:
 
 
 def _environment() -> dict[str, str]:
-    """Return gpg's environment: ours without GnuPG's, in the C locale so its messages are stable."""
-    env = {name: value for name, value in os.environ.items() if name not in _FOREIGN_ENV}
+    """Return gpg's environment: the few variables of ours it needs (never a secret), in the C locale so its
+    messages are stable."""
+    env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
     env.update(LC_ALL="C", LANGUAGE="C")
     return env
 
@@ -210,6 +214,39 @@ def bare_fingerprint(value: str) -> str | None:
     """Given a recipient or signer as configured, return it as a bare fingerprint, or None for a path."""
     match = _FINGERPRINT.fullmatch(value.replace(" ", "").upper())
     return match.group(1) if match else None
+
+
+_REVOCATION_REASONS = {"00": "no reason given", "01": "key is superseded", "02": "key has been compromised",
+                       "03": "key is no longer used"}
+
+
+def revocation(keyring: Keyring, key_id: str) -> str:
+    """Given the id of a revoked key or subkey, return "revoked on <day> (<reason>[: <comment>])" from its
+    revocation signature in the keyring, or "revoked" if the keyring does not say more."""
+    with keyring.lock:
+        listing = _gpg_colons(keyring, "--list-sigs", key_id)
+    seen = False
+    for record in listing:
+        if record[0] in ("pub", "sub"):
+            seen = record[4].endswith(key_id.upper()[-16:])
+        elif record[0] == "rev" and seen:
+            reason = _REVOCATION_REASONS.get(record[10].partition(",")[2], "no reason given")
+            comment = record[20] if len(record) > 20 and record[20] else ""
+            return f"revoked on {iso_day(record[5])} ({reason}{': ' + comment if comment else ''})"
+    return "revoked"
+
+
+def iso_day(epoch: str) -> str:
+    """Given epoch seconds as gpg prints them, return the UTC day (2024-06-01)."""
+    return datetime.fromtimestamp(int(epoch), UTC).date().isoformat()
+
+
+def _gpg_colons(keyring: Keyring, *args: str) -> list[list[str]]:
+    """Given gpg listing arguments, return its --with-colons records (empty if gpg fails)."""
+    done = subprocess.run([keyring.gpg.gpgbinary, "--homedir", str(keyring.home), "--batch", "--with-colons",
+                           "--fixed-list-mode", *args], env=_environment(), capture_output=True, text=True,
+                          check=False)
+    return [line.split(":") for line in done.stdout.splitlines()]
 
 
 def _iso_date(epoch: str | None) -> str | None:

@@ -146,7 +146,8 @@ def test_corrupt_data_is_refused(keyring, pgp_keys, plain, damage):
     else:
         data = bytearray(CSV)
     src.write_bytes(bytes(data))
-    with pytest.raises(errors.CryptoError, match="corrupt or truncated OpenPGP data"):
+    said = "not OpenPGP data: the name says encrypted" if damage == "plain-csv" else "corrupt or truncated OpenPGP data"
+    with pytest.raises(errors.CryptoError, match=said):
         decrypt(keyring, pgp_keys, src)
     assert not (plain.parent / "out.csv").exists()
     assert leftovers(plain.parent) == []
