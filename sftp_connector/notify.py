@@ -3,14 +3,23 @@
 A notification never fails the run: each channel's problem is logged as a WARNING naming the
 channel and the cause, and returned; no secret (SMTP password, header value, the webhook's
 path, where chat tools keep their token) is ever logged or sent in a message.
+
+A channel finishes or gives up within its `timeout_s` plus a second. The socket timeout bounds
+each read only, and a server that trickles a byte a second never trips it; so each channel runs
+on a thread of its own against a total deadline, and when the deadline passes its sockets are
+shut down, which ends any read under way at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import logging
 import smtplib
+import socket
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,15 +32,20 @@ from sftp_connector.goals.results import GoalResult, RunResult
 
 logger = logging.getLogger(__name__)
 
-SMTP_TIMEOUT_S = 30.0
+MARGIN_S = 0.5
+"""Past timeout_s, how long a channel has before it is given up: a silent server's read times out first,
+and says so."""
+GRACE_S = 0.4
+"""How long a channel's thread is given to notice its sockets were shut down."""
 
 
 def notify(settings: models.Notifications, result: RunResult, *, connector_name: str,
-           ssl_context: ssl.SSLContext | None = None, smtp_timeout_s: float = SMTP_TIMEOUT_S) -> list[str]:
+           ssl_context: ssl.SSLContext | None = None, smtp_timeout_s: float | None = None) -> list[str]:
     """Given the notification settings and a finished run, send what `when` asks for and return the problems.
 
     Dry runs never notify. `ssl_context` (default: the system's trust store) checks the SMTP
-    server's certificate after STARTTLS and an https webhook's. Never raises.
+    server's certificate after STARTTLS and an https webhook's; `smtp_timeout_s` overrides
+    `smtp.timeout_s`. Never raises; returns within the channels' timeout_s plus a second each.
     """
     if result.dry_run:
         logger.debug("dry run: no notification sent")
@@ -39,12 +53,47 @@ def notify(settings: models.Notifications, result: RunResult, *, connector_name:
     problems: list[str] = []
     email, webhook = settings.email, settings.webhook
     if email is not None and wanted(email.when, result):
-        problems += _guarded("email", lambda: send_email(email, result, connector_name, ssl_context, smtp_timeout_s),
-                             _secrets(settings))
+        timeout_s = smtp_timeout_s or email.smtp.timeout_s
+        problems += _guarded("email", timeout_s,
+                             lambda deadline: send_email(email, result, connector_name, ssl_context, timeout_s,
+                                                         deadline), _secrets(settings))
     if webhook is not None and wanted(webhook.when, result):
-        problems += _guarded(f"webhook {_origin(webhook.url)}",
-                             lambda: send_webhook(webhook, result, connector_name, ssl_context), _secrets(settings))
+        problems += _guarded(f"webhook {_origin(webhook.url)}", webhook.timeout_s,
+                             lambda deadline: send_webhook(webhook, result, connector_name, ssl_context, deadline),
+                             _secrets(settings))
     return problems
+
+
+class Deadline:
+    """The sockets of one channel's exchange, shut down together when its time is up."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self.passed = False
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        """Given a socket the exchange uses, return it, shut down at once if the deadline has passed."""
+        with self._lock:
+            self._sockets.append(sock)
+            if self.passed:
+                _shut(sock)
+        return sock
+
+    def pass_(self) -> None:
+        with self._lock:
+            self.passed = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed already, or detached into the TLS socket also watched
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class GaveUp(Exception):
+    """A channel passed its total deadline."""
 
 
 def wanted(when: str, result: RunResult) -> bool:
@@ -98,7 +147,7 @@ def goal_lines(goal: GoalResult) -> list[str]:
 
 
 def send_email(email: models.EmailNotification, result: RunResult, connector_name: str,
-               ssl_context: ssl.SSLContext | None, timeout_s: float) -> None:
+               ssl_context: ssl.SSLContext | None, timeout_s: float, deadline: Deadline | None = None) -> None:
     """Given the email settings and a run, send the report. Raise smtplib/OSError/ssl errors as they come."""
     smtp = email.smtp
     message = EmailMessage()
@@ -106,13 +155,61 @@ def send_email(email: models.EmailNotification, result: RunResult, connector_nam
     message["From"] = smtp.from_
     message["To"] = ", ".join(email.to)
     message.set_content(body(result, connector_name))
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout_s) as client:
+    with _Smtp(deadline or Deadline(), smtp.host, smtp.port, timeout=timeout_s) as client:
         if smtp.starttls:
             client.starttls(context=ssl_context or ssl.create_default_context())
+            client.watch_tls()
         if smtp.username:
             client.login(smtp.username, smtp.password.get_secret_value() if smtp.password else "")
         client.send_message(message)
     logger.info("notified %d recipient(s) by email via %s:%d", len(email.to), smtp.host, smtp.port)
+
+
+class _Smtp(smtplib.SMTP):
+    """smtplib's client with its sockets watched by a deadline (the greeting is read while connecting)."""
+
+    def __init__(self, deadline: Deadline, host: str, port: int, timeout: float) -> None:
+        self._deadline = deadline
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return self._deadline.watch(super()._get_socket(host, port, timeout))
+
+    def watch_tls(self) -> None:
+        """STARTTLS replaced the socket by a TLS one: watch that too."""
+        if self.sock is not None:
+            self._deadline.watch(self.sock)
+
+
+def _watched(connection: type[http.client.HTTPConnection], deadline: Deadline) -> type[http.client.HTTPConnection]:
+    """Given an http.client connection class, return one whose sockets (plain, then TLS) the deadline watches."""
+
+    class Watched(connection):  # type: ignore[valid-type,misc]
+        def connect(self) -> None:
+            create = self._create_connection
+            self._create_connection = lambda *args, **kwargs: deadline.watch(create(*args, **kwargs))
+            super().connect()
+            deadline.watch(self.sock)
+
+    return Watched
+
+
+class _HttpHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__()
+        self._deadline = deadline
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPConnection, self._deadline), req)
+
+
+class _HttpsHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: Deadline, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self._deadline, self._tls = deadline, context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_watched(http.client.HTTPSConnection, self._deadline), req, context=self._tls)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -123,33 +220,50 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def send_webhook(webhook: models.Webhook, result: RunResult, connector_name: str,
-                 ssl_context: ssl.SSLContext | None) -> None:
+                 ssl_context: ssl.SSLContext | None, deadline: Deadline | None = None) -> None:
     """Given the webhook settings and a run, POST {"text", "run"} as JSON. Raise urllib/OSError on failure."""
     payload = {"text": subject(result, connector_name), "run": summary.run_json(result)}
     headers = {"Content-Type": "application/json", "User-Agent": "sftp-connector",
                **{name: value.get_secret_value() for name, value in webhook.headers.items()}}
     request = urllib.request.Request(webhook.url, data=json.dumps(payload).encode(), headers=headers,
                                      method="POST")
-    https = urllib.request.HTTPSHandler(context=ssl_context or ssl.create_default_context())
-    opener = urllib.request.build_opener(_NoRedirect, https)
+    deadline = deadline or Deadline()
+    https = _HttpsHandler(deadline, ssl_context or ssl.create_default_context())
+    opener = urllib.request.build_opener(_NoRedirect, _HttpHandler(deadline), https)
     with opener.open(request, timeout=webhook.timeout_s) as response:
         response.read()
     logger.info("notified webhook %s (HTTP %d)", _origin(webhook.url), response.status)
 
 
-def _guarded(channel: str, send: Callable[[], None], secrets: Iterable[str]) -> list[str]:
-    """Call send(); on any failure, log and return one problem naming the channel and the cause."""
-    try:
-        send()
-    except Exception as exc:  # a notification must never fail the run, whatever went wrong
-        problem = f"notification by {channel} failed: {_redact(_cause(exc), secrets)}"
-        logger.warning("%s", problem)
-        return [problem]
-    return []
+def _guarded(channel: str, timeout_s: float, send: Callable[[Deadline], None], secrets: Iterable[str]) -> list[str]:
+    """Call send(deadline) on a thread, giving up after timeout_s; on any failure, log and return one problem
+    naming the channel and the cause."""
+    deadline, failure = Deadline(), []
+
+    def attempt() -> None:
+        try:
+            send(deadline)
+        except Exception as exc:  # a notification must never fail the run, whatever went wrong
+            failure.append(exc)
+
+    worker = threading.Thread(target=attempt, name=f"notify {channel}", daemon=True)
+    worker.start()
+    worker.join(timeout_s + MARGIN_S)
+    if worker.is_alive():
+        deadline.pass_()
+        worker.join(GRACE_S)  # its reads end at once; a thread that still lingers is a daemon, left behind
+        failure[:] = [GaveUp(f"gave up after {timeout_s:g} s (timeout_s): the server was still answering")]
+    if not failure:
+        return []
+    problem = f"notification by {channel} failed: {_redact(_cause(failure[0]), secrets)}"
+    logger.warning("%s", problem)
+    return [problem]
 
 
 def _cause(exc: BaseException) -> str:
     """Given the exception a channel raised, return the cause in words an operator can act on."""
+    if isinstance(exc, GaveUp):
+        return str(exc)
     if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
         return "timed out waiting for the server"  # smtplib re-raises a read timeout as SMTPServerDisconnected
     if isinstance(exc, urllib.error.HTTPError):

@@ -127,6 +127,8 @@ class Smtp(Model):
     username: str | None = None
     password: SecretStr | None = None
     from_: str = Field("connector@localhost", alias="from")
+    timeout_s: float = Field(30, gt=0)
+    """The whole exchange with the server, not each read: past it the email is given up (logged)."""
 
 
 class EmailNotification(Model):
@@ -143,6 +145,7 @@ class Webhook(Model):
     headers: dict[str, SecretStr] = {}
     """Extra request headers, e.g. Authorization: "Bearer ${WEBHOOK_TOKEN}"; values are secrets."""
     timeout_s: float = Field(10, gt=0)
+    """The whole request and answer, not each read: past it the notification is given up (logged)."""
 
     @field_validator("url")
     @classmethod
