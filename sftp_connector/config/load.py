@@ -23,6 +23,10 @@ from sftp_connector.config import models
 from sftp_connector.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MAX_YAML_BYTES = 16 << 20
+"""A configuration file is read only up to this size: a goal of thousands of mappings is a few hundred KB."""
+MAX_YAML_VALUES = 1_000_000
+"""Values (strings, numbers, list and mapping entries) a file may expand to, aliases expanded."""
 _SECRET_KEYS = ("password", "passphrase", "symmetric_passphrase")
 _GOAL = TypeAdapter(models.Goal)
 
@@ -89,19 +93,78 @@ def goal_digest(config: Config, goal: models.ImportProfiles | models.ImportGroup
 def _read_yaml(path: Path, problems: list[str], label: str | None = None) -> Any:
     label = label or path.name
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_YAML_BYTES + 1)
+        text = raw.decode("utf-8")
     except OSError as exc:
         problems.append(f"{label}: cannot read: {exc.strerror or exc}")
+        return None
+    except UnicodeDecodeError as exc:
+        problems.append(f"{label}: not UTF-8 text (byte {exc.start})")
+        return None
+    if len(raw) > MAX_YAML_BYTES:
+        problems.append(f"{label}: larger than {MAX_YAML_BYTES >> 20} MiB: not a configuration file")
         return None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         problems.append(f"{label}: not valid YAML: {exc}")
         return None
+    except RecursionError:
+        problems.append(f"{label}: the YAML is nested too deeply: refused")
+        return None
     if not isinstance(data, dict):
         problems.append(f"{label}: expected a mapping at the top level")
         return None
+    problem = _unbounded(data)
+    if problem:
+        problems.append(f"{label}: {problem}: refused")
+        return None
     return _expand(data, _Where(label, path.parent, problems), "")
+
+
+def _unbounded(data: Any) -> str | None:
+    """Given parsed YAML, return why expanding it would not end or not fit, or None.
+
+    YAML aliases share one object however often they repeat, and a few hundred bytes of
+    aliases of aliases stand for billions of values; `_expand` copies each occurrence. So the
+    values are counted as expanded, each shared object once (its count remembered), before
+    anything is copied; an alias inside its own anchor would never end.
+    """
+    counted: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def count(value: Any) -> int:
+        if not isinstance(value, dict | list):
+            return 1
+        key = id(value)
+        if key in counted:
+            return counted[key]
+        if key in open_:
+            raise _Cycle
+        open_.add(key)
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        total = 1
+        for item in items:
+            total += count(item)
+            if total > MAX_YAML_VALUES:
+                break
+        open_.discard(key)
+        counted[key] = total
+        return total
+
+    try:
+        if count(data) > MAX_YAML_VALUES:
+            return f"the YAML expands to more than {MAX_YAML_VALUES:,} values (an alias repeated within aliases?)"
+    except _Cycle:
+        return "the YAML refers to itself (an alias inside its own anchor)"
+    except RecursionError:
+        return "the YAML is nested too deeply"
+    return None
+
+
+class _Cycle(Exception):
+    """An alias met inside its own anchor."""
 
 
 @dataclass(frozen=True, slots=True)
