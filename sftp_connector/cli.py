@@ -20,6 +20,7 @@ from sftp_connector import history, logs, notify, pgp, sftp, summary
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, ConnectorError, GoalError
 from sftp_connector.goals import runner
+from sftp_connector.shown import visible
 from sftp_connector.store import db, migrate, queries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -71,7 +72,7 @@ def _config() -> load.Config:
 def _fail_config(exc: ConfigError) -> None:
     err.print("[bold red]invalid configuration[/]:", highlight=False)
     for problem in exc.problems:
-        err.print(f"  {problem}", markup=False, highlight=False)
+        err.print(f"  {visible(problem)}", markup=False, highlight=False)
     raise typer.Exit(2)
 
 
@@ -83,7 +84,7 @@ def _store(config: load.Config, *, for_upgrade: bool = False) -> db.Store:
     except ConfigError as exc:
         _fail_config(exc)
     except GoalError as exc:
-        err.print(f"store: {exc}", markup=False)
+        err.print(f"store: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
     raise AssertionError("unreachable")
 
@@ -104,7 +105,7 @@ def run(
     except ConfigError as exc:
         _fail_config(exc)
     except GoalError as exc:  # the store failed before or after the goals: nothing was run, or recorded
-        err.print(f"store: {exc}", markup=False)
+        err.print(f"store: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
     finally:
         store.dispose()
@@ -131,7 +132,7 @@ def daemon_command(
     except ConfigError as exc:
         _fail_config(exc)
     except GoalError as exc:
-        err.print(f"store: {exc}", markup=False)
+        err.print(f"store: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
     raise typer.Exit(code)
 
@@ -143,7 +144,7 @@ def validate(
     """Check the configuration, goals and keys; exit 2 if anything is wrong."""
     config = _config()
     for warning in _overlaps(config):
-        err.print(f"warning: {warning}", markup=False)
+        err.print(f"warning: {visible(warning)}", markup=False)
     if connect:
         _check_connection(config)
     out.print(f"configuration OK: {len(config.goals)} goal(s) in {config.base_dir / 'goals'}", markup=False)
@@ -163,10 +164,10 @@ def preview_command(
         preview.show(config, store, goal, rows=rows, console=out)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"preview: {problem}", markup=False, highlight=False)
+            err.print(f"preview: {visible(problem)}", markup=False, highlight=False)
         raise typer.Exit(2) from exc
     except GoalError as exc:
-        err.print(f"preview failed: {exc}", markup=False, highlight=False)
+        err.print(f"preview failed: {visible(str(exc))}", markup=False, highlight=False)
         raise typer.Exit(1) from exc
     finally:
         store.dispose()
@@ -192,7 +193,7 @@ def _check_connection(config: load.Config) -> None:
                     count = len(session.list(directory))
                     out.print(f"{goal.name}: {directory}: {count} file(s)", markup=False)
     except GoalError as exc:
-        err.print(f"connection check failed: {exc}", markup=False)
+        err.print(f"connection check failed: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
 
 
@@ -222,7 +223,7 @@ def history_command(
             table.add_row(entry["run"], entry["started_at"], entry["status"], g["goal"], g["status"],
                           _files_line(g["files"]), _rows_line(g["files"]), str(g["profiles_created"]),
                           str(g["profiles_updated"]), str(g["unique_profiles_exchanged"]),
-                          " ".join(g["last_profiles"]), g["error"] or "")
+                          " ".join(g["last_profiles"]), visible(g["error"] or ""))
     out.print(table)
 
 
@@ -296,7 +297,7 @@ def profiles_get(by: Annotated[str, typer.Option("--by", help="PROPERTY=VALUE")]
         profile = queries.profile_by(conn, prop, value)
     store.dispose()
     if profile is None:
-        err.print(f"no profile with {prop}={value}", markup=False)
+        err.print(f"no profile with {visible(prop)}={visible(value)}", markup=False)
         raise typer.Exit(1)
     sys.stdout.write(orjson.dumps(profile_json(profile)).decode() + "\n")
 
@@ -308,7 +309,7 @@ def keys_import(file: Annotated[Path, typer.Argument(help="An OpenPGP key file (
     try:
         fingerprints = pgp.import_keys(_keyring(config), file)
     except ConnectorError as exc:
-        err.print(str(exc), markup=False)
+        err.print(visible(str(exc)), markup=False)
         raise typer.Exit(1) from exc
     for fingerprint in fingerprints:
         out.print(f"imported {fingerprint}", markup=False)
@@ -322,7 +323,7 @@ def keys_list() -> None:
     for column in ("fingerprint", "user ids", "secret", "expires"):
         table.add_column(column)
     for key in pgp.list_keys(_keyring(config)):
-        table.add_row(key.fingerprint, ", ".join(key.uids), "yes" if key.secret else "no", key.expires or "")
+        table.add_row(key.fingerprint, visible(", ".join(key.uids)), "yes" if key.secret else "no", key.expires or "")
     out.print(table)
 
 
@@ -347,7 +348,7 @@ def store_upgrade(
     try:
         done = migrate.upgrade(store)
     except GoalError as exc:
-        err.print(f"store: {exc}", markup=False)
+        err.print(f"store: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
     finally:
         store.dispose()

@@ -9,23 +9,21 @@ escape sequence.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Iterable
 from typing import Literal
 
 import orjson
 
+from sftp_connector.shown import visible
+
 LogFormat = Literal["auto", "plain", "json", "rich"]
 REDACTED = "***"
-# Control characters but tab and newline, and the bidi overrides that make text display as other text.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def safe_line(text: str) -> str:
     """Given a message, return it with control characters escaped (\\x1b) and later lines indented."""
-    text = _UNSAFE.sub(lambda found: found.group().encode("unicode_escape").decode("ascii"), text)
-    return text.replace("\n", "\n    ")
+    return visible(text, keep="\t\n").replace("\n", "\n    ")
 
 
 class RedactSecrets(logging.Filter):

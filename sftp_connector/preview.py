@@ -22,6 +22,7 @@ from sftp_connector.config.load import Config
 from sftp_connector.errors import ConfigError, GoalError, InputError
 from sftp_connector.goals import imports, runner, selection
 from sftp_connector.goals.context import RunContext
+from sftp_connector.shown import visible
 from sftp_connector.store.db import Store
 
 ImportGoal = models.ImportProfiles | models.ImportGroups
@@ -49,7 +50,7 @@ def show(config: Config, store: Store, name: str, *, rows: int, console: Console
         for part in parts:
             _print_part(console, part, rows)
         for warning in warnings(config, goal, parts):
-            console.print(f"warning: {warning}", markup=False, highlight=False)
+            console.print(f"warning: {visible(warning)}", markup=False, highlight=False)
     except GoalError as exc:
         exc.located(goal=goal.name)
         raise
@@ -83,14 +84,14 @@ def _print_files(console: Console, ctx: RunContext, goal: ImportGoal) -> list[se
     for entry in goal.files:
         for match in _matched(ctx, goal, entry):
             remote = match.remote
-            table.add_row(entry.name, Text(remote.path), Text(match.wildcard or ""), _size(remote.size),
-                          datetime.fromtimestamp(remote.mtime, UTC).strftime("%Y-%m-%d %H:%M:%S"))
+            table.add_row(entry.name, Text(visible(remote.path)), Text(visible(match.wildcard or "")),
+                          _size(remote.size), datetime.fromtimestamp(remote.mtime, UTC).strftime("%Y-%m-%d %H:%M:%S"))
     console.print(table)
     candidates = selection.select(ctx, goal)
     if len(goal.files) > 1:
         console.print("linked sets (paired by wildcard value):", markup=False, highlight=False)
         for candidate in candidates:
-            console.print(f"  {_pairing(candidate)}", markup=False, highlight=False)
+            console.print(f"  {visible(_pairing(candidate))}", markup=False, highlight=False)
     return candidates
 
 
@@ -136,7 +137,7 @@ def _read_set(ctx: RunContext, goal: ImportGoal, candidate: selection.Candidate,
         why = "no linked set is complete: the first root file in name order, with the linked files found"
     else:
         why = "the first complete linked set in name order"
-    console.print(f"reading {names} ({why})", markup=False, highlight=False)
+    console.print(f"reading {visible(names)} ({why})", markup=False, highlight=False)
     return [_read(ctx, goal, entry, match.remote, console) for entry, match in members]
 
 
@@ -156,7 +157,7 @@ def _read(ctx: RunContext, goal: ImportGoal, entry: models.FileEntry, remote: sf
         if local is not None and local.plain is not None:
             local.plain.unlink(missing_ok=True)
     if local.signer:
-        console.print(f"{remote.name}: signed by {local.signer}", markup=False, highlight=False)
+        console.print(f"{visible(remote.name)}: signed by {local.signer}", markup=False, highlight=False)
     return linked.Part(entry, remote.name, data)
 
 
@@ -166,20 +167,21 @@ def _read(ctx: RunContext, goal: ImportGoal, entry: models.FileEntry, remote: sf
 def _print_part(console: Console, part: linked.Part, rows: int) -> None:
     """Print a file's columns with sample values, its first rows and how many rows were unreadable."""
     data = part.data
-    console.print(f"\n{part.label} (file {part.entry.name}): {data.rows_read} row(s), {len(data.columns)} column(s)",
+    console.print(f"\n{visible(part.label)} (file {part.entry.name}): {data.rows_read} row(s), "
+                  f"{len(data.columns)} column(s)",
                   markup=False, highlight=False)
-    columns = Table(title=f"columns of {part.label}")
+    columns = Table(title=f"columns of {visible(part.label)}")
     columns.add_column("column")
     columns.add_column(f"sample values (up to {SAMPLES})")
     for name in data.columns:
-        columns.add_row(Text(name), Text(", ".join(_samples(data.frame, name))))
+        columns.add_row(Text(visible(name)), Text(", ".join(_samples(data.frame, name))))
     console.print(columns)
     if rows > 0:
         console.print(_rows_table(part, rows))
     if data.rejects:
         first = data.rejects[0]
-        console.print(f"{len(data.rejects)} unreadable row(s) in {part.label}; first: row {first.row}: "
-                      f"{first.reason}", markup=False, highlight=False)
+        console.print(f"{len(data.rejects)} unreadable row(s) in {visible(part.label)}; first: row {first.row}: "
+                      f"{visible(first.reason)}", markup=False, highlight=False)
 
 
 def _samples(frame: pl.DataFrame, name: str) -> list[str]:
@@ -189,16 +191,18 @@ def _samples(frame: pl.DataFrame, name: str) -> list[str]:
 
 def _rows_table(part: linked.Part, rows: int) -> Table:
     frame = part.data.frame
-    table = Table(title=f"first {min(rows, frame.height)} of {frame.height} row(s) of {part.label}")
+    table = Table(title=f"first {min(rows, frame.height)} of {frame.height} row(s) of {visible(part.label)}")
     table.add_column("row", justify="right")
     for name in part.data.columns:
-        table.add_column(Text(name))
+        table.add_column(Text(visible(name)))
     for record in frame.head(rows).select(csvio.ROW, *part.data.columns).iter_rows():
         table.add_row(str(record[0]), *(Text(_cut(v or "")) for v in record[1:]))
     return table
 
 
 def _cut(value: str) -> str:
+    """A cell as the terminal shows it: escaped (see shown.py), then cut to CELL characters."""
+    value = visible(value)
     return value if len(value) <= CELL else value[: CELL - 1] + "…"
 
 

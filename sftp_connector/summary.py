@@ -12,6 +12,7 @@ from rich.table import Table
 
 from sftp_connector import history
 from sftp_connector.goals.results import RunResult
+from sftp_connector.shown import visible
 
 
 def run_json(result: RunResult) -> dict[str, Any]:
@@ -32,11 +33,11 @@ def print_summary(result: RunResult, console: Console) -> None:
         shown = [f for f in goal.files if f.status != "skipped_unchanged"]
         if not shown:
             table.add_row(goal.goal, f"{skipped} unchanged file(s)" if skipped else "", goal.status, "", "", "", "",
-                          goal.error or "")
+                          visible(goal.error or ""))
         for file in shown:
             c = file.counts
-            table.add_row(goal.goal, file.path, file.status, str(c.rows_read), str(c.rows_applied),
-                          str(c.rows_unchanged), str(c.rows_rejected + c.cells_rejected), file.error or "")
+            table.add_row(goal.goal, visible(file.path), file.status, str(c.rows_read), str(c.rows_applied),
+                          str(c.rows_unchanged), str(c.rows_rejected + c.cells_rejected), visible(file.error or ""))
         if shown and skipped:
             table.add_row(goal.goal, f"{skipped} unchanged file(s)", "skipped_unchanged", "", "", "", "", "")
     console.print(table)

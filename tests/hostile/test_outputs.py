@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import shutil
 from typing import Any
 
@@ -100,3 +101,52 @@ def test_reject_columns_do_not_clash_with_the_files_own(deployment: Deployment) 
         rows = list(csv.reader(handle))
     assert rows[0] == ["email", "name", "points", "_reason", "_row", "_column", "__reason", "_record"]
     assert rows[1][:5] == ["b@x.com", "Bo", "x", "mine", "1"]
+
+
+# ── 7. remote names on the operator's terminal ───────────────────────────────────────
+
+HOSTILE_NAMES = {
+    "evil\x1b]0;PWNED\x07\x1b[2Jx.csv": "evil\\x1b]0;PWNED\\x07\\x1b[2Jx.csv",
+    "bidi\u202egpj.csv": "bidi\\u202egpj.csv",
+    "nl\n2026-01-01 00:00:00,000 ERROR sftp_connector: forged.csv":
+        "nl\\n2026-01-01 00:00:00,000 ERROR sftp_connector: forged.csv",
+}
+RAW = ("\x1b", "\x07", "\u202e")
+
+
+def test_hostile_names_reach_the_terminal_visibly_escaped(deployment: Deployment) -> None:
+    deployment.write_goal("customers", {**CUSTOMERS, "files": [
+        {"name": "customers", "directory": "in", "pattern": "*.csv"}]})
+    deployment.remote.user.mkdir(f"{deployment.remote.local.name}/in")
+    for name in HOSTILE_NAMES:
+        put_raw(deployment, f"in/{name}".encode(), "email,name\na@x.com,A\n")
+
+    outputs = {}
+    for command in (["run"], ["preview", "customers"], ["history"]):
+        done = deployment.cli("--log-format", "plain", *command)
+        assert "Traceback" not in done.stderr, done.stderr
+        outputs[command[0]] = done.stdout + done.stderr
+    for command, text in outputs.items():
+        assert not [c for c in RAW if c in text], (command, text)
+        # The newline in a name never starts a line of its own: shown as \n, or (in a plain log line, which
+        # escapes no newline) the rest of the record is indented under it.
+        forged = [line for line in text.splitlines() if "2026-01-01 00:00:00,000 ERROR" in line
+                  and "\\n2026-01-01" not in line and not line.startswith("    ")]
+        assert not forged, (command, text)
+    for shown in HOSTILE_NAMES.values():
+        assert shown in outputs["run"].replace("\n", ""), (shown, outputs["run"])
+    # preview stops at the first file it cannot read, naming it: the first in name order
+    assert "bidi\\u202egpj.csv: not read" in outputs["preview"], outputs["preview"]
+    assert "bidi\\u202egpj.csv: not read" in outputs["history"], outputs["history"]  # the goal's error
+
+    done = deployment.cli("run", "--json")  # JSON escapes control characters as JSON does
+    assert "\x1b" not in done.stdout and "\\u001b]0;PWNED" in done.stdout
+
+
+def put_raw(deployment: Deployment, relpath: bytes, data: str) -> None:
+    """Write a file whose name is raw bytes (any but / and NUL) as the SFTP user."""
+    path = os.fsencode(deployment.remote.local) + b"/" + relpath
+    with open(path, "wb") as out:
+        out.write(data.encode())
+    os.chown(path, deployment.remote.user.uid, deployment.remote.user.gid)
+    os.utime(path, (OLD, OLD))

@@ -24,6 +24,7 @@ FORBIDDEN = {
     "processors": {"config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "linked": {"store", "goals", "cli", "sftp", "pgp", "merge", "history", "events"},
     "events": {"goals", "cli", "sftp", "pgp", "merge", "history"},
+    "shown": {"errors", "config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "private": {"errors", "config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
     "rejects": {"store", "goals", "cli", "sftp", "pgp", "merge", "history"},
     "rowkeys": {"config", "store", "goals", "cli", "sftp", "pgp", "csvio", "merge", "history"},
