@@ -212,9 +212,14 @@ def layout(text: Source, options: models.Csv, label: str) -> Layout:
     """Given the UTF-8 file, return its column names and where its data records start. Raise
     errors.InputError if the header row is missing or unreadable, or a name is empty or doubled."""
     with open_source(text) as file:
-        start = len(codecs.BOM_UTF8) if file.read(3) == codecs.BOM_UTF8 else 0
+        head = file.read(4)
+        _refuse_utf16(head, label)
+        start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+        file.seek(start)
+        skipped = _excel_sep_line(file.readline(), options, label)  # Excel's `sep=;`: not a record
+        start += skipped
         if not options.header:
-            return Layout(_checked(options.columns or [], "csv.columns", label), 0, start)
+            return Layout(_checked(options.columns or [], "csv.columns", label), int(skipped > 0), start)
         file.seek(start)
         feed = Feed(iter(file))
         reader = csv.reader(feed, delimiter=options.delimiter, quotechar=options.quote, strict=True)
@@ -227,7 +232,33 @@ def layout(text: Source, options: models.Csv, label: str) -> Layout:
     if names is None:
         raise errors.InputError("empty file: no header row", file=label)
     size = sum(len(line.encode()) for line in feed.taken)  # the header and any blank lines before it
-    return Layout(_checked(names, "header", label), len(feed.taken), start + size)
+    return Layout(_checked(names, "header", label), len(feed.taken) + int(skipped > 0), start + size)
+
+
+def _refuse_utf16(head: bytes, label: str) -> None:
+    """Given the first bytes of a file read as UTF-8, raise errors.InputError if a UTF-16 or UTF-32 byte
+    order mark says what it really is (Excel's "Unicode text" is UTF-16)."""
+    for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                      (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
+        if head.startswith(bom):
+            raise errors.InputError(f"the file starts with a {name} byte order mark: it is {name} text, not utf-8; "
+                                    f"set csv.encoding: {name.lower()}", file=label)
+
+
+_EXCEL_SEP = re.compile(rb"sep=(.)\r?\n?")
+
+
+def _excel_sep_line(line: bytes, options: models.Csv, label: str) -> int:
+    """Given the file's first line, return its length if it is Excel's `sep=X` line naming csv.delimiter, else
+    0. Raise errors.InputError if it names another delimiter: the rows would not split as configured."""
+    found = _EXCEL_SEP.fullmatch(line)
+    if found is None:
+        return 0
+    named = found.group(1).decode("utf-8", "replace")
+    if named != options.delimiter:
+        raise errors.InputError(f"its first line `sep={named}` is Excel's note of the delimiter `{named}`, but "
+                                f"csv.delimiter is `{options.delimiter}`: set csv.delimiter: \"{named}\"", file=label)
+    return len(line)
 
 
 def _checked(raw: list[str], where: str, label: str) -> tuple[str, ...]:

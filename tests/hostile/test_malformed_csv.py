@@ -53,6 +53,12 @@ FILE_DAMAGE = {
                      "row 31: not valid utf-8; set csv.encoding, e.g. cp1252"),
     "duplicate_header.csv": ("email,name,name\n" + good("dup"), "header: duplicate column names: name"),
     "empty.csv": ("", "empty file: no header row"),
+    "utf16.csv": ((HEADER + good("u16", 2)).encode("utf-16"),
+                  "the file starts with a UTF-16 byte order mark: it is UTF-16 text, not utf-8; set csv.encoding: "
+                  "utf-16"),
+    "excel_sep.csv": ("sep=;\nemail;name\na@example.test;A\n",
+                      "its first line `sep=;` is Excel's note of the delimiter `;`, but csv.delimiter is `,`: set "
+                      "csv.delimiter: \";\""),
     "mostly_bad.csv": (HEADER + good("mostly", 5) + "a,b,c\n" * 5,
                        "5 of 10 rows rejected (50.0%), above max_reject_ratio 5.0%: nothing was imported "
                        "(see the rejects file)"),
@@ -91,3 +97,12 @@ def test_malformed_files_reject_rows_or_the_whole_file_as_an_operator_expects(de
     assert len(emails) == len(ROW_DAMAGE) * 60
     recorded = {row["path"].rsplit("/", 1)[1] for row in store_contents(deployment)["imported_file"]}
     assert recorded == {*ROW_DAMAGE, "header_only.csv"}  # a refused file is not marked imported: tried next run
+
+
+def test_excels_sep_line_naming_the_configured_delimiter_is_skipped(deployment: Deployment) -> None:
+    deployment.write_goal("customers", GOAL.replace("stable_after_s: 0", "stable_after_s: 0\ncsv: {delimiter: \";\"}"))
+    deployment.put("in/excel.csv", "\ufeffsep=;\r\nemail;name\r\na@example.test;A\r\nb@example.test;B\r\n", mtime=OLD)
+    _, run = cli_run(deployment)
+    file = files_of(run)["excel.csv"]
+    assert (file["status"], file["rows_read"], file["rows_applied"]) == ("imported", 2, 2), file
+    assert sorted(p["name"][0] for p in deployment.properties()) == ["A", "B"]
