@@ -304,7 +304,8 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         _check_reject_ratio(goal, state.counts)
         if goal.write_mode == "overwrite":
             state.counts.cleared = sync.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
-        totals.touch(*merge.finish(conn, [state], cleared=state.counts.cleared))
+        touched = merge.finish(conn, [state], cleared=state.counts.cleared)
+    totals.touch(*touched)  # only once committed: a failed commit created and updated nothing
     return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts)]
 
 
@@ -373,8 +374,9 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
             _check_reject_ratio(goal, counts[d.entry.name])
         if goal.write_mode == "overwrite" and states:
             counts[parts[0].entry.name].cleared = sync.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
-        if states:
-            totals.touch(*merge.finish(conn, states, cleared=counts[parts[0].entry.name].cleared))
+        touched = merge.finish(conn, states, cleared=counts[parts[0].entry.name].cleared) if states else None
+    if touched is not None:
+        totals.touch(*touched)  # only once committed
     status = "dry_run" if ctx.dry_run else "imported"
     return [FileResult(d.remote.path, status, d.sha256, counts[d.entry.name]) for d in locals_]
 

@@ -6,7 +6,11 @@ transaction: an ORM object per row would be many times slower for million-row fi
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import resource
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +38,8 @@ class Store:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self.dialect = dialect_for(engine)
+        database = engine.url.database if self.is_sqlite else None
+        self._folder = Path(database).resolve().parent if database and database != ":memory:" else None
 
     @contextmanager
     def transaction(self, *, rollback: bool = False) -> Iterator[Connection]:
@@ -48,7 +54,7 @@ class Store:
                 if rollback:
                     transaction.rollback()
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"database error, nothing was written: {_short(exc)}") from exc
+            raise StoreError(f"database error, nothing was written: {self.cause(exc)}") from exc
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -58,7 +64,30 @@ class Store:
             with self.engine.connect() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
-            raise StoreError(f"database error: {_short(exc)}") from exc
+            raise StoreError(f"database error: {self.cause(exc)}") from exc
+
+    def _at_file_size_limit(self) -> bool:
+        """True if this process has a file size limit (ulimit -f) and a store file (or its WAL) has reached it."""
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit == resource.RLIM_INFINITY or self._folder is None:
+            return False
+        name = Path(str(self.engine.url.database)).name
+        return any(p.stat().st_size >= limit - _LOW_SPACE for p in self._folder.glob(f"{name}*") if p.is_file())
+
+    def cause(self, exc: Exception) -> str:
+        """Given a database error, return its cause in words an operator can act on. SQLite reports a full
+        disk as "database or disk is full" or "disk I/O error" (which a failing disk gives too): when the
+        store's folder has no room left, or this process may write no larger file, say that, and where."""
+        said = _short(exc)
+        if self._folder is None or said not in ("database or disk is full", "disk I/O error"):
+            return said
+        if self._at_file_size_limit():
+            return f"{os.strerror(errno.EFBIG).lower()} in {self._folder} (the process's file size limit)"
+        try:
+            free = shutil.disk_usage(self._folder).free
+        except OSError:
+            return said
+        return f"{os.strerror(errno.ENOSPC).lower()} in {self._folder}" if free < _LOW_SPACE else said
 
     def executemany(self, conn: Connection, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Given SQL with `?` placeholders, run it for every row through the raw DB-API cursor."""
@@ -212,6 +241,10 @@ def _chunks(rows: Iterable[Sequence[Any]], size: int) -> Iterator[list[Sequence[
             chunk = []
     if chunk:
         yield chunk
+
+
+_LOW_SPACE = 1 << 20
+"""Free bytes under which a failed SQLite write is taken for a full disk (a page or a WAL frame did not fit)."""
 
 
 def _short(exc: Exception) -> str:

@@ -80,3 +80,34 @@ def test_a_full_disk_fails_the_file_cleanly_and_the_next_run_imports_it(
     assert [f.status for f in again.goals[0].files] == ["skipped_unchanged", "imported"]
     assert points(deployment) == expected_points(seed, text)
     assert [f.status for f in deployment.run().goals[0].files] == ["skipped_unchanged"] * 2
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_full_disk_under_the_sqlite_store_says_so_and_where(deployment: Deployment, small_disk: SmallDisk) -> None:
+    # The store itself lives on the small disk: the file downloads (small), but the store's writes do not fit.
+    deployment.update_connector({"state_dir": str(small_disk.path),
+                                 "store": {"url": f"sqlite:///{small_disk.path}/connector.db"}})
+    deployment.write_goal("customers", IMPORT)
+    seed = customers(range(3))
+    deployment.put("in/customers_1.csv", seed, mtime=OLD)
+    assert deployment.run().status == "success"
+    # ~0.5 MB of CSV and several MB in the store (the disk's 2 MiB in all); under a file size limit, a file
+    # under the limit that makes a store file pass it
+    text = customers(range(100, 20_100 if small_disk.mode == "tmpfs" else 70_100))
+    deployment.put("in/customers_2.csv", text, mtime=OLD)
+    before = snapshot(deployment)
+
+    with Cli(deployment, "run", preexec_fn=small_disk.preexec()) as cli:
+        code = cli.wait()
+
+    assert code == 1, cli.stderr
+    assert "Traceback" not in cli.stderr
+    assert "disk I/O error" not in cli.stderr and "database or disk is full" not in cli.stderr, cli.stderr
+    assert f"{small_disk.cause} in {small_disk.path}" in cli.stderr, cli.stderr
+    assert "goal customers: failed (0 created, 0 updated)" in cli.stderr  # nothing was committed
+    assert snapshot(deployment) == before
+
+    small_disk.free()
+    again = deployment.run()
+    assert again.status == "success", again
+    assert points(deployment) == expected_points(seed, text)
