@@ -27,6 +27,20 @@ from sftp_connector.config import models
 
 logger = logging.getLogger(__name__)
 
+
+class _QuietParamiko(logging.Filter):
+    """paramiko's transport thread logs the error it hands us (a reset, a banner that never came) at ERROR,
+    traceback line by line; the connector reports each failure once, in its own words. Kept at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("paramiko.transport").addFilter(_QuietParamiko())
+
 _NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE,
                    errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EBADF}
 
@@ -110,6 +124,10 @@ def _ssh(sock: Any, config: models.Sftp, target: _Target, key: paramiko.PKey | N
             entries = known.lookup(_known_name(target)) if known is not None else None
             _prefer_known_key_types(transport, entries)
             transport.start_client(timeout=config.timeout_s)
+            if not transport.is_active() or not transport.initial_kex_done:
+                raise errors.TransportError(
+                    f"cannot connect to {target}: no SSH greeting and key exchange within {config.timeout_s:g} s "
+                    "(sftp.timeout_s): is it an SSH server, and the port right?", transient=True)
             _check_host_key(transport.get_remote_server_key(), target, config.known_hosts,
                             entries, pin)
             _login(transport, config.auth, target, key)
@@ -120,7 +138,25 @@ def _ssh(sock: Any, config: models.Sftp, target: _Target, key: paramiko.PKey | N
     return transport
 
 
+def _dropped_after_login(config: models.Sftp) -> errors.TransportError:
+    return errors.TransportError(
+        f"the server accepted the login of {config.username}@{config.host}:{config.port} and then closed the "
+        "connection: the account cannot start a session there (its ChrootDirectory, shell or SFTP subsystem; "
+        "the server's log says which)")
+
+
 def _open_sftp(transport: paramiko.Transport, config: models.Sftp) -> paramiko.SFTPClient:
+    if not transport.is_active():
+        raise _dropped_after_login(config)
+    try:
+        return _sftp_channel(transport, config)
+    except errors.TransportError as exc:
+        if transport.is_active() or not isinstance(exc.__cause__, EOFError | ConnectionError | paramiko.SSHException):
+            raise
+        raise _dropped_after_login(config) from exc
+
+
+def _sftp_channel(transport: paramiko.Transport, config: models.Sftp) -> paramiko.SFTPClient:
     with translated("start SFTP on", f"{config.host}:{config.port}"):
         sftp = paramiko.SFTPClient.from_transport(transport)
         if sftp is None:
@@ -144,6 +180,10 @@ def _login(transport: paramiko.Transport, auth: models.SftpAuth, target: _Target
         hint = f"; the server allows {', '.join(allowed)}" if allowed else ""
         which = f": {step} refused" if "+" in auth.method else ""
         raise errors.TransportError(f"{refused}{which}){hint}") from exc
+    if not transport.is_active():  # not a refusal: it said yes, then hung up
+        raise errors.TransportError(f"the server accepted the login of {target.username}@{target} and then "
+                                    "closed the connection: the account cannot start a session there (its "
+                                    "ChrootDirectory, shell or SFTP subsystem; the server's log says which)")
     if not transport.is_authenticated():
         raise errors.TransportError(f"{refused}): the server asks for more (key+password?)")
 
@@ -160,6 +200,24 @@ def _load_known_hosts(path: Path | None) -> paramiko.HostKeys | None:
         return None if path is None else paramiko.HostKeys(str(path))
     except OSError as exc:
         raise errors.HostKeyError(f"cannot read known_hosts {path}: {_why(exc)}") from exc
+    except (paramiko.hostkeys.InvalidHostKey, ValueError, paramiko.SSHException) as exc:
+        raise errors.HostKeyError(f"known_hosts {path}: {_bad_known_hosts_line(path)}: fix or remove it") from exc
+
+
+def _bad_known_hosts_line(path: Path | None) -> str:
+    """Given a known_hosts file paramiko refused, return which line is wrong and why."""
+    assert path is not None
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+        except paramiko.hostkeys.InvalidHostKey as exc:
+            cause = exc.exc if isinstance(getattr(exc, "exc", None), Exception) else exc
+            what = "the key is not valid base64" if "base64" in str(cause) or "padding" in str(cause) \
+                else "the key cannot be read"
+            return f"line {number} is not a host key line ({what})"
+        except (ValueError, paramiko.SSHException):
+            return f"line {number} is not a host key line"
+    return "a line is not a host key line"
 
 
 def _prefer_known_key_types(transport: paramiko.Transport, entries: Any) -> None:
