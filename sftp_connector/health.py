@@ -42,6 +42,8 @@ class Metrics:
                                   "When each goal last finished successfully (UTC epoch).", ["goal"], registry=r)
         self.last_run = Gauge("sftp_connector_last_run_timestamp_seconds", "When the last run finished.", registry=r)
         self.failures = Counter("sftp_connector_goal_failures", "Failed goal runs, by goal.", ["goal"], registry=r)
+        self.warnings = Counter("sftp_connector_file_warnings", "Files whose after_import or on_error action "
+                                "failed, by goal.", ["goal"], registry=r)
 
     def record(self, result: RunResult) -> None:
         """Given a finished run, add it to the metrics."""
@@ -58,6 +60,8 @@ class Metrics:
                 self.failures.labels(goal.goal).inc()
             for file in goal.files:
                 self.files.labels(goal.goal, file.status).inc()
+                if file.warning:
+                    self.warnings.labels(goal.goal).inc()
                 counts = file.counts
                 for outcome, value in (("read", counts.rows_read), ("applied", counts.rows_applied),
                                        ("unchanged", counts.rows_unchanged), ("filtered", counts.rows_filtered),

@@ -39,7 +39,7 @@ def finish(store: Store, result: RunResult) -> None:
 
 
 def _file_row(entry: dict[str, Any]) -> dict[str, Any]:
-    own = ("path", "status", "sha256", "error", "signer")
+    own = ("path", "status", "sha256", "error", "signer", "warning")
     return {**{k: entry[k] for k in own}, "counts": {k: v for k, v in entry.items() if k not in own}}
 
 
@@ -58,7 +58,7 @@ def _run_json(conn: Connection, run: dict[str, Any], goal: str | None) -> dict[s
             "profiles_created": g["profiles_created"], "profiles_updated": g["profiles_updated"],
             "last_profiles": g["last_profiles"], "unique_profiles_exchanged": g["unique_profiles_exchanged"],
             "files": [{"path": f["path"], "status": f["status"], "sha256": f["sha256"], **f["counts"],
-                       "error": f["error"]} for f in files],
+                       "error": f["error"], "warning": f["warning"]} for f in files],
         })
     return {"run": run["id"], "trigger": run["trigger"], "started_at": iso(run["started_at"]),
             "finished_at": iso(run["finished_at"]), "status": run["status"], "dry_run": bool(run["dry_run"]),

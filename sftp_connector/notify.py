@@ -143,6 +143,7 @@ def goal_lines(goal: GoalResult) -> list[str]:
     if goal.error:
         lines.append(f"  error: goal {goal.goal}: {goal.error}")
     lines += [f"  error: goal {goal.goal}, file {f.path}: {f.error}" for f in goal.files if f.error]
+    lines += [f"  warning: goal {goal.goal}, file {f.path}: {f.warning}" for f in goal.files if f.warning]
     return lines
 
 

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from sftp_connector import history
-from sftp_connector.goals.results import RunResult
+from sftp_connector.goals.results import FileResult, RunResult
 from sftp_connector.shown import visible
 
 
@@ -37,13 +37,18 @@ def print_summary(result: RunResult, console: Console) -> None:
         for file in shown:
             c = file.counts
             table.add_row(goal.goal, visible(file.path), file.status, str(c.rows_read), str(c.rows_applied),
-                          str(c.rows_unchanged), str(c.rows_rejected + c.cells_rejected), visible(file.error or ""))
+                          str(c.rows_unchanged), str(c.rows_rejected + c.cells_rejected), visible(_problems(file)))
         if shown and skipped:
             table.add_row(goal.goal, f"{skipped} unchanged file(s)", "skipped_unchanged", "", "", "", "", "")
     console.print(table)
     console.print(f"{result.status}: {_touched(result, 'profiles')}" + (
         f"; {_touched(result, 'groups')}" if any(g.kind == "import-groups" for g in result.goals) else ""),
         markup=False, highlight=False)
+
+
+def _problems(file: FileResult) -> str:
+    """A file's error and warning, for the table's last column."""
+    return "; ".join(filter(None, [file.error, f"warning: {file.warning}" if file.warning else None]))
 
 
 def _touched(result: RunResult, what: str) -> str:

@@ -107,10 +107,9 @@ def import_file(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileR
         logger.error("%s", exc)
         if isinstance(exc, TransportError) and exc.transient:
             ctx.drop_session()
-        if not isinstance(exc, Interrupted):
-            for _, member in job.members:
-                _after_error(ctx, goal, member)
-        return [FileResult(r.path, "failed", error=str(exc)) for _, r in job.members]
+        warnings = {r.path: None if isinstance(exc, Interrupted) else _after_error(ctx, goal, r)
+                    for _, r in job.members}
+        return [FileResult(r.path, "failed", error=str(exc), warning=warnings[r.path]) for _, r in job.members]
     finally:
         for _, member in job.members:
             for leftover in ctx.work_dir.glob(sftp.local_name(member.path) + "*"):
@@ -160,8 +159,8 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
     for result, d in zip(results, plain, strict=True):
         result.signer = _verified(d).signer
     if results[0].status == "imported":
-        for d in plain:
-            _after_import(ctx, job.goal, d.remote)
+        for result, d in zip(results, plain, strict=True):
+            result.warning = _after_import(ctx, job.goal, d.remote)
     for result in results:
         logger.info("goal %s: %s %s: %s", job.goal.name, result.status, result.path, _counts_line(result.counts))
     return results
@@ -464,22 +463,27 @@ def _refresh_listing(ctx: RunContext, record: tables.ImportedFile | None, remote
             "size": remote.size, "mtime": remote.mtime, "listed_at": listed_at}))
 
 
-def _after_import(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, remote: sftp.RemoteFile) -> None:
-    """Delete or move the imported file (and its done marker); the store has already committed."""
+def _after_import(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups,
+                  remote: sftp.RemoteFile) -> str | None:
+    """Delete or move the imported file (and its done marker); the store has already committed. Return the
+    warning to record on the file if that failed."""
     if ctx.dry_run or goal.after_import == "keep":
-        return
-    _tidy(ctx, goal, remote, "delete" if goal.after_import == "delete" else goal.after_import.move_to)
+        return None
+    action = "delete" if goal.after_import == "delete" else goal.after_import.move_to
+    return _tidy(ctx, goal, remote, action, "after_import")
 
 
-def _after_error(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, remote: sftp.RemoteFile) -> None:
+def _after_error(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups,
+                 remote: sftp.RemoteFile) -> str | None:
     if ctx.dry_run or goal.on_error == "keep":
-        return
-    _tidy(ctx, goal, remote, goal.on_error.move_to)
+        return None
+    return _tidy(ctx, goal, remote, goal.on_error.move_to, "on_error")
 
 
 def _tidy(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, remote: sftp.RemoteFile,
-          action: str) -> None:
-    """Apply `delete` or a move_to directory (relative to the file's directory) to a file and its marker."""
+          action: str, setting: str) -> str | None:
+    """Apply `delete` or a move_to directory (relative to the file's directory) to a file and its marker.
+    Return a warning naming the setting, the action, the file and the cause if it failed, else None."""
     paths = [remote.path]
     if goal.done_marker:
         paths.append(remote.path.rsplit("/", 1)[0] + "/" + files.done_marker_name(goal.done_marker, remote.name))
@@ -491,7 +495,10 @@ def _tidy(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, re
                 ctx.session().move(path, sftp.resolve(path.rsplit("/", 1)[0] or "/", action))
     except GoalError as exc:
         what = "delete" if action == "delete" else f"move to {action}"
-        logger.warning("goal %s: could not %s %s: %s", goal.name, what, remote.path, exc)
+        warning = f"{setting}: could not {what} {remote.path}: {exc.cause}"
+        logger.warning("goal %s: %s", goal.name, warning)
+        return warning
+    return None
 
 
 def _counts_line(counts: merge.Counts) -> str:

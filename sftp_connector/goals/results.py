@@ -26,12 +26,15 @@ class FileResult:
     error: str | None = None
     signer: str | None = None
     rows_exported: int = 0
+    warning: str | None = None
+    """Its after_import or on_error action failed: the file's own outcome stands, the server still has it."""
 
     def as_json(self) -> dict[str, Any]:
         """Return the file's entry of `history --json`."""
         counts = {name: getattr(self.counts, name) for name in _COUNTS}
         return {"path": self.path, "status": self.status, "sha256": self.sha256, **counts,
-                "rows_exported": self.rows_exported, "signer": self.signer, "error": self.error}
+                "rows_exported": self.rows_exported, "signer": self.signer, "error": self.error,
+                "warning": self.warning}
 
 
 @dataclass(slots=True)

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 # The revisions in `migrations/versions`, oldest first (a test checks them against Alembic's
 # script directory): every run opens the store, and importing Alembic to read them costs 90 ms.
-REVISIONS = ("0001", "0002")
+REVISIONS = ("0001", "0002", "0003")
 HEAD = REVISIONS[-1]
 BASE = "base"
 """Alembic's name for before the first revision: a store of 0.2.x (meta.schema_version 3)."""

@@ -239,6 +239,8 @@ class FileRun(SQLModel, table=True):
     counts: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     signer: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    warning: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    """What went wrong beside the file's own outcome: its after_import or on_error action failed."""
 
 
 class Meta(SQLModel, table=True):

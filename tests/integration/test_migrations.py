@@ -164,23 +164,23 @@ def test_a_0_3_4_store_upgrades_with_every_row_intact_and_then_works(old: OldSto
         refused = old.cli(command)
         assert refused.returncode == 1
         assert f"run `sftp-connector store upgrade --config {old.config}` to upgrade it" in refused.stderr
-        assert "is at revision 0001 and this sftp-connector needs 0002" in refused.stderr
+        assert f"is at revision 0001 and this sftp-connector needs {migrate.HEAD}" in refused.stderr
 
     done = old.cli("store", "upgrade")
     assert done.returncode == 0, done.stderr
-    assert "upgraded the store from revision 0001 to 0002" in done.stdout
+    assert f"upgraded the store from revision 0001 to {migrate.HEAD}" in done.stdout
     if old.sqlite_file is not None:
         backup = old.sqlite_file.with_name("connector.db.bak-0001")
         assert f"copied the store to {backup}" in done.stdout
         assert stat.S_IMODE(backup.stat().st_mode) == 0o600
         assert revision_of(f"sqlite:///{backup}") == "0001"
         assert tables_of(f"sqlite:///{backup}", old.expected) == old.expected
-    assert revision_of(old.url) == "0002"
+    assert revision_of(old.url) == migrate.HEAD
     assert tables_of(old.url, old.expected) == upgraded(old.expected)
     _assert_catalogs(old.url)
 
     again = old.cli("store", "upgrade")
-    assert (again.returncode, again.stdout.strip()) == (0, "the store is already at revision 0002")
+    assert (again.returncode, again.stdout.strip()) == (0, f"the store is already at revision {migrate.HEAD}")
     _works_with_todays_code(old)
 
 
@@ -255,7 +255,7 @@ def _works_with_todays_code(old: OldStore) -> None:
                                          r"in side tables"):
         migrate.downgrade(store, "0001")
     store.dispose()
-    assert revision_of(old.url) == "0002"
+    assert revision_of(old.url) == migrate.HEAD
 
 
 def _profiles(url: str) -> list[dict[str, Any]]:
@@ -292,7 +292,7 @@ def test_an_upgrade_killed_midway_leaves_the_store_at_0001_and_upgradable(old: O
 
     done = old.cli("store", "upgrade")
     assert done.returncode == 0, done.stderr
-    assert revision_of(old.url) == "0002"
+    assert revision_of(old.url) == migrate.HEAD
     assert tables_of(old.url, old.expected) == upgraded(old.expected)
 
 
@@ -303,7 +303,7 @@ def test_a_store_of_an_unknown_newer_revision_is_refused(old: OldStore) -> None:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
     store.dispose()
     with pytest.raises(StoreError, match=r"is at revision 0099, newer than this sftp-connector knows \(its newest is "
-                                         r"0002\): a newer sftp-connector upgraded it"):
+                                         rf"{migrate.HEAD}\): a newer sftp-connector upgraded it"):
         db.open_store(old.url)
     for command in (["history"], ["store", "upgrade"]):
         refused = old.cli(*command)
@@ -315,7 +315,7 @@ def test_a_downgrade_to_0001_gives_back_0_3_4s_schema_and_rows(old: OldStore) ->
     before = schema(old.url)
     store = db.open_store(old.url, for_upgrade=True)
     migrate.upgrade(store)
-    assert migrate.downgrade(store, "0001") == migrate.Upgrade("0002", "0001")
+    assert migrate.downgrade(store, "0001") == migrate.Upgrade(migrate.HEAD, "0001")
     store.dispose()
     assert revision_of(old.url) == "0001"
     assert schema(old.url) == before
