@@ -1,5 +1,5 @@
 """Run the command line with `python -m sftp_connector`."""
 
-from sftp_connector.cli import app
+from sftp_connector.entry import main
 
-app()
+main()

@@ -5,9 +5,13 @@ Exit codes: 0 all goals succeeded; 1 a goal failed; 2 invalid configuration or u
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sftp_connector import history, logs, notify, pgp, sftp, summary
+from sftp_connector import entry, history, logs, notify, pgp, sftp, summary
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, ConnectorError, GoalError
 from sftp_connector.goals import runner
@@ -47,6 +51,7 @@ _state: dict[str, Any] = {}
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     config: Annotated[Path, typer.Option("--config", "-c", envvar="SFTP_CONNECTOR_CONFIG",
                                          help="Path of connector.yaml.")] = Path("connector.yaml"),
     log_format: Annotated[str, typer.Option(help="auto | plain | json | rich")] = "auto",
@@ -57,6 +62,11 @@ def main(
         raise typer.BadParameter("expected auto, plain, json or rich", param_hint="--log-format")
     logs.setup(logging.DEBUG if verbose else logging.INFO, log_format)  # type: ignore[arg-type]
     _state["config_path"] = config
+    if ctx.invoked_subcommand not in ("run", "daemon"):  # they install their own handlers
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if entry.EARLY:
+            raise typer.Exit(128 + entry.EARLY[0])
 
 
 def _config() -> load.Config:
@@ -96,25 +106,56 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Re-import files even when unchanged.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
 ) -> None:
-    """Run goals now, in order; exit 1 if any goal failed."""
-    config = _config()
-    store = _store(config)
-    try:
-        with summary.progress_bars(err) as progress:
-            result = runner.run(config, store, names=goals or [], dry_run=dry_run, force=force, progress=progress)
-    except ConfigError as exc:
-        _fail_config(exc)
-    except GoalError as exc:  # the store failed before or after the goals: nothing was run, or recorded
-        err.print(f"store: {visible(str(exc))}", markup=False)
-        raise typer.Exit(1) from exc
-    finally:
-        store.dispose()
+    """Run goals now, in order; exit 1 if any goal failed, 128 + the signal's number if SIGTERM or SIGINT
+    stopped it (143, 130): the file in hand is rolled back and the run recorded interrupted."""
+    with _stop_on_signals() as (stop, caught):
+        config = _config()
+        store = _store(config)
+        try:
+            with summary.progress_bars(err) as progress:
+                result = runner.run(config, store, names=goals or [], dry_run=dry_run, force=force,
+                                    progress=progress, stop=stop)
+        except ConfigError as exc:
+            _fail_config(exc)
+        except GoalError as exc:  # the store failed before or after the goals: nothing was run, or recorded
+            err.print(f"store: {visible(str(exc))}", markup=False)
+            raise typer.Exit(128 + caught[0] if caught else 1) from exc
+        finally:
+            store.dispose()
     notify.notify(config.connector.notifications, result, connector_name=config.connector.name)
     if as_json:
         sys.stdout.write(orjson.dumps(summary.run_json(result)).decode() + "\n")
     else:
         summary.print_summary(result, out)
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(128 + caught[0] if caught else result.exit_code)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
+    """Catch SIGTERM and SIGINT as the daemon does while the block runs: set the yielded event (the runner
+    stops at the next file or batch, rolling back the file in hand) and note the signal; one that came while
+    starting counts. The handlers before are put back after."""
+    stop, caught = threading.Event(), list(entry.EARLY)
+    before = {number: signal.getsignal(number) for number in entry.STOP_SIGNALS}
+
+    def handle(number: int, _frame: Any) -> None:
+        if not caught:
+            logging.getLogger(__name__).info("received %s: the file in hand is rolled back and the run recorded "
+                                             "interrupted", signal.Signals(number).name)
+        caught.append(number)
+        stop.set()
+
+    for number in entry.STOP_SIGNALS:
+        signal.signal(number, handle)
+    if caught:
+        logging.getLogger(__name__).info("received %s while starting: the run is recorded interrupted",
+                                         signal.Signals(caught[0]).name)
+        stop.set()
+    try:
+        yield stop, caught
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
 
 
 @app.command("daemon")

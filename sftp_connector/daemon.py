@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sftp_connector import health, logs, notify, schedule
+from sftp_connector import entry, health, logs, notify, schedule
 from sftp_connector.config import load
 from sftp_connector.errors import ConfigError, GoalError
 from sftp_connector.goals import runner
@@ -88,6 +88,9 @@ def main(config_path: Path, *, health_host: str, health_port: int | None) -> int
     store = db.open_store(config.connector.store.url, lock_timeout_s=config.connector.store.lock_timeout_s)
     daemon = Daemon(config_path, config, store)
     _on_signals(daemon.stop)
+    if entry.EARLY:  # a signal while the command started: stop before the first run
+        logger.info("received %s while starting", signal.Signals(entry.EARLY[0]).name)
+        daemon.stop.set()
     server = health.serve(health_host, health_port, daemon.metrics, daemon.health) if health_port is not None \
         else None
     daemon.scheduler = schedule.Scheduler(schedule.trigger(config.connector.schedule), daemon.run_once,

@@ -57,7 +57,7 @@ def test_module_imports_only_down_the_data_flow(module: str) -> None:
 
 def test_nothing_imports_the_cli() -> None:
     for file in PACKAGE.rglob("*.py"):
-        if file.name not in ("cli.py", "__main__.py"):
+        if file.name not in ("cli.py", "__main__.py", "entry.py"):  # entry.py starts it, after noting signals
             assert "cli" not in imported(file), file
 
 
