@@ -40,10 +40,8 @@ def read(path: Path, options: models.Csv, *, label: str, max_bytes: int, work_di
     with contextlib.ExitStack() as temps:
         text = decode.prepare(path, options, label=label, max_bytes=max_bytes, work_dir=work_dir, temps=temps)
         layout = decode.layout(text, options, label)
-        fast = records.read_fast(text, layout, options)
-        if fast is not None:
-            return records.numbered(*fast, layout, options, label, first_row=1)
-        # polars cannot read it all: read it in runs, so that only runs with bad records take the slow path
+        # In runs of at most records.MAX_CHUNK bytes: memory does not grow with one huge line, and only runs
+        # with bad records take the slow path.
         return records.joined(list(records.batched(text, layout, options, label, 250_000)), layout.names)
 
 

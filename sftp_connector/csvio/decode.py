@@ -216,12 +216,12 @@ def layout(text: Source, options: models.Csv, label: str) -> Layout:
         _refuse_utf16(head, label)
         start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
         file.seek(start)
-        skipped = _excel_sep_line(file.readline(), options, label)  # Excel's `sep=;`: not a record
+        skipped = _excel_sep_line(file.readline(16), options, label)  # Excel's `sep=;`: not a record
         start += skipped
         if not options.header:
             return Layout(_checked(options.columns or [], "csv.columns", label), int(skipped > 0), start)
         file.seek(start)
-        feed = Feed(iter(file))
+        feed = Feed(_bounded_lines(file, label))
         reader = csv.reader(feed, delimiter=options.delimiter, quotechar=options.quote, strict=True)
         try:
             names = next((record for record in reader if record), None)
@@ -233,6 +233,18 @@ def layout(text: Source, options: models.Csv, label: str) -> Layout:
         raise errors.InputError("empty file: no header row", file=label)
     size = sum(len(line.encode()) for line in feed.taken)  # the header and any blank lines before it
     return Layout(_checked(names, "header", label), len(feed.taken) + int(skipped > 0), start + size)
+
+
+MAX_HEADER = 4 << 20
+"""Bytes a header line may have: thousands of column names fit; a longer one is not read into memory."""
+
+
+def _bounded_lines(file: IO[bytes], label: str) -> Iterator[bytes]:
+    """Given a file, yield its lines; raise errors.InputError at a line longer than MAX_HEADER, unread."""
+    while line := file.readline(MAX_HEADER + 1):
+        if len(line) > MAX_HEADER:
+            raise errors.InputError(f"header row is longer than {MAX_HEADER >> 20} MiB: not a CSV header", file=label)
+        yield line
 
 
 def _refuse_utf16(head: bytes, label: str) -> None:

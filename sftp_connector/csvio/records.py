@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import polars as pl
 
@@ -30,11 +30,14 @@ MAX_FIELD = 131_072
 """A row with a longer cell is rejected, on both paths: stdlib csv's own limit (csv.field_size_limit()),
 in bytes for polars. A profile property is no place for a megabyte value."""
 _TOO_LONG = f"a field is longer than {MAX_FIELD} bytes"
+MAX_CHUNK = 16 << 20
+"""Bytes of records parsed at once, at most. A line longer than this (a field far over MAX_FIELD, most
+likely) is not parsed at all: it is skipped in blocks and its row rejected, so that the memory a file
+takes does not grow with the size of one field or line."""
+_LONG_ROW = f"a row is longer than {MAX_CHUNK >> 20} MiB"
 _POLARS_FAILED = (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError)
-_POLARS_SNIFFS = (b"\x1f\x8b", b"x\x01", b"x^", b"x\x9c", b"x\xda", b"(\xb5")  # it decompresses what starts so
 _AS_TEXT: dict[str, Any] = {"has_header": False, "empty_string_is_null": False, "raise_if_empty": False, "glob": False}
 
-_Source = Path | bytes  # a whole UTF-8 file, or one batch of its data records
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,28 +90,26 @@ def numbered(
     return CsvData(frame, layout.names, tuple(rejects), rows_read)
 
 
-def read_fast(source: _Source, layout: Layout, options: models.Csv) -> tuple[pl.DataFrame, bool] | None:
-    """Given a whole file or a batch, return its records as polars reads them and whether it holds
-    a NUL byte, or None if polars failed or a record may have had too few fields."""
+def read_fast(chunk: bytes, layout: Layout, options: models.Csv) -> tuple[pl.DataFrame, bool] | None:
+    """Given a run of whole records, return them as polars reads them and whether they hold a NUL byte,
+    or None if polars failed or a record may have had too few fields."""
     if not (options.delimiter.isascii() and options.quote.isascii()):
         return None  # polars takes a one-byte delimiter and quote only
-    data, skip = _for_polars(source, layout)
+    # A leading newline keeps polars from taking data that starts like "x^" for zlib and inflating it.
+    data, skip = b"\n" + chunk, 1
     schema = dict.fromkeys(layout.names, pl.String)
     try:
         quoting = {"separator": options.delimiter, "quote_char": options.quote}
         frame = pl.read_csv(data, skip_lines=skip, schema=schema, **quoting, **_AS_TEXT)
     except _POLARS_FAILED:
         return None
-    has_nul = _has_nul(source, layout.offset)
-    offset = layout.offset if isinstance(data, Path) else 0
-    if _too_few_fields(frame, data, skip, offset, options.delimiter, has_nul=has_nul):
+    has_nul = b"\x00" in chunk
+    if _too_few_fields(frame, data, skip, options.delimiter, has_nul=has_nul):
         return None
     return frame, has_nul
 
 
-def _too_few_fields(
-    frame: pl.DataFrame, data: _Source, skip: int, offset: int, delimiter: str, *, has_nul: bool
-) -> bool:
+def _too_few_fields(frame: pl.DataFrame, data: bytes, skip: int, delimiter: str, *, has_nul: bool) -> bool:
     """Given polars' frame and the input it read, return whether a record may have had too few fields.
 
     polars fills missing fields with "", so only records with an empty last cell are suspect. Each
@@ -126,37 +127,8 @@ def _too_few_fields(
             suspects = frame.select(suspect).to_series()
             found = lines.filter(suspects).fill_null("").str.count_matches(delimiter, literal=True)
             return not (found == frame.filter(suspects).select(inside).to_series() + frame.width - 1).all()
-    total = _count(data, offset, delimiter.encode())
+    total = data.count(delimiter.encode())
     return total != (frame.width - 1) * frame.height + frame.select(inside.sum()).item()
-
-
-def _for_polars(source: _Source, layout: Layout) -> tuple[_Source, int]:
-    """Given a file or a batch, return what to hand polars and how many lines it must skip. A
-    leading newline keeps polars from taking data that starts like "x^" for zlib and inflating it."""
-    if isinstance(source, Path):
-        with source.open("rb") as file:
-            if file.read(2) not in _POLARS_SNIFFS:
-                return source, layout.lines
-        source = source.read_bytes()[layout.offset :]
-    return b"\n" + source, 1
-
-
-def _has_nul(source: _Source, offset: int) -> bool:
-    """Given a file (from offset) or a batch, return whether it holds a NUL byte."""
-    if isinstance(source, bytes):
-        return b"\x00" in source
-    with source.open("rb") as file:
-        file.seek(offset)
-        return any(b"\x00" in block for block in iter(lambda: file.read(8 * BLOCK), b""))
-
-
-def _count(source: _Source, offset: int, needle: bytes) -> int:
-    """Given a file (from offset) or a batch, return how often needle occurs in it."""
-    if isinstance(source, bytes):
-        return source.count(needle)
-    with source.open("rb") as file:
-        file.seek(offset)
-        return sum(block.count(needle) for block in iter(lambda: file.read(8 * BLOCK), b""))
 
 
 def _nul_rows(frame: pl.DataFrame, names: tuple[str, ...], delimiter: str, label: str) -> list[errors.RowReject]:
@@ -242,39 +214,81 @@ def _records(feed: Feed, options: models.Csv, width: int) -> Iterator[tuple[list
 def batched(text: Source, layout: Layout, options: models.Csv, label: str, batch_rows: int) -> Iterator[CsvData]:
     """Given the UTF-8 file, yield its rows in batches of about batch_rows (at least one batch)."""
     first_row = 1
-    for chunk in _chunks(text, layout.offset, options.quote, batch_rows):
-        data = _span(chunk, layout, options, label, first_row)
+    for chunk in _chunks(text, layout.offset, options, batch_rows):
+        if isinstance(chunk, _LongLine):
+            data = CsvData(_no_rows(layout.names), layout.names, (chunk.reject(label, first_row),), 1)
+        else:
+            data = _span(chunk, layout, options, label, first_row)
         first_row += data.rows_read
         yield data
     if first_row == 1:  # no records: one empty batch still carries the columns
         yield _span(b"", layout, options, label, first_row)
 
 
-def _chunks(text: Source, offset: int, quote: str, batch_rows: int) -> Iterator[bytes]:
+@dataclass(frozen=True, slots=True)
+class _LongLine:
+    """A line longer than MAX_CHUNK, skipped unparsed: its start (for the reject's preview) and why."""
+
+    head: bytes
+    reason: str
+
+    def reject(self, label: str, row: int) -> errors.RowReject:
+        return errors.RowReject(label, row, None, self.reason, self.head.decode("utf-8", "replace")[:_PREVIEW])
+
+
+def _no_rows(names: tuple[str, ...]) -> pl.DataFrame:
+    return pl.DataFrame(schema={**dict.fromkeys(names, pl.String), ROW: pl.Int64})
+
+
+def _chunks(text: Source, offset: int, options: models.Csv, batch_rows: int) -> Iterator[bytes | _LongLine]:
     """Given the UTF-8 file and where its data starts, yield runs of whole records, about
-    batch_rows each, each cut at a newline after an even number of quotes.
+    batch_rows each and at most MAX_CHUNK bytes, each cut at a newline after an even number of
+    quotes; and, for a line longer than MAX_CHUNK, a _LongLine in its place.
 
     Runs of a megabyte or more start smaller (an eighth, a quarter, a half): a merge's stages
     work on different batches at once, and small first batches get them all working sooner.
     """
-    needle = quote.encode()
+    needle = options.quote.encode()
     with open_source(text) as file:
         file.seek(offset)
         sample = file.read(BLOCK)
-        base = max(1, batch_rows * len(sample) // max(sample.count(b"\n"), 1))
+        base = min(max(1, batch_rows * len(sample) // max(sample.count(b"\n"), 1)), MAX_CHUNK)
         step = size = base if base < _RAMP_FROM else base // 8
         while True:
             file.seek(offset)
             block = file.read(size)
+            if b"\n" not in block and len(block) >= MAX_CHUNK:  # one line longer than a chunk may be
+                skipped, line = _skip_line(file, block, options.delimiter.encode())
+                yield line
+                offset, size = offset + skipped, step
+                continue
             if len(block) < size:  # the rest of the file
                 if block:
                     yield block
                 return
-            cut = _cut(block, needle, force=size >= 8 * max(base, BLOCK))
+            cut = _cut(block, needle, force=size >= min(8 * max(base, BLOCK), MAX_CHUNK))
             if cut:
                 yield block[:cut]
                 step = min(base, 2 * step)
-            offset, size = offset + cut, step if cut else 2 * size
+            offset, size = offset + cut, step if cut else min(2 * size, MAX_CHUNK)
+
+
+def _skip_line(file: IO[bytes], block: bytes, delimiter: bytes) -> tuple[int, _LongLine]:
+    """Given the file positioned after a block that starts a line longer than MAX_CHUNK, read on to the
+    line's end, a block at a time; return the bytes it spans (its newline included) and the _LongLine.
+    The reason is the field cap's if a run of more than MAX_FIELD bytes holds no delimiter, else the row's."""
+    long_field = re.compile(b"[^" + re.escape(delimiter) + b"\n]{" + str(MAX_FIELD + 1).encode() + b"}")
+    head, spanned, run_tail, too_long = block[:_PREVIEW * 4], 0, b"", False
+    while block:
+        end = block.find(b"\n")
+        part = block if end < 0 else block[: end + 1]
+        spanned += len(part)
+        too_long = too_long or long_field.search(run_tail + part) is not None
+        run_tail = part[-(MAX_FIELD + 1):]
+        if end >= 0:
+            break
+        block = file.read(BLOCK)
+    return spanned, _LongLine(head, _TOO_LONG if too_long else _LONG_ROW)
 
 
 def _cut(data: bytes, quote: bytes, *, force: bool) -> int:
