@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from sftp_connector.pgp.keys import AGENT_CONF
 from tests.fixtures.gpg import PgpKeys, gpg
 from tests.fixtures.sshd import SshServer
 
@@ -54,6 +55,7 @@ class Raw:
     def __post_init__(self) -> None:
         self.work.mkdir(parents=True)
         self.home = Path(tempfile.mkdtemp(prefix="g", dir="/tmp"))
+        (self.home / "gpg-agent.conf").write_text(AGENT_CONF)  # the key's copy protected at the connector's cost
         gpg(self.home, "--import", str(self.keys.connector_private), passphrase=self.keys.passphrase)
         gpg(self.home, "--import", str(self.keys.partner_public))
 

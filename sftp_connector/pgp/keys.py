@@ -32,6 +32,9 @@ AGENT_CONF = """\
 default-cache-ttl 0
 max-cache-ttl 0
 allow-loopback-pinentry
+# The private key's copy in this home is derived from the passphrase on every decryption: at gpg's
+# calibrated cost that is half a second of CPU per file. The key stays protected by its passphrase.
+s2k-count 1048576
 """
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, NUL included
 _PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "SYSTEMROOT")
@@ -144,6 +147,9 @@ def _prepare_home(home: Path) -> None:
         raise errors.ConfigError(f"pgp.gnupg_home {home}: {exc.strerror}") from exc
     if rewritten:  # a running agent would keep caching under its old config
         _gpgconf(home, "--kill", "gpg-agent")
+        # The home's private keys were protected under the old config's cost: they are imported again from
+        # pgp.decrypt.private_key (a copy of it, as every start does), now under this one.
+        shutil.rmtree(home / "private-keys-v1.d", ignore_errors=True)
     _check_socket_path(home)
 
 

@@ -373,3 +373,19 @@ def test_a_home_too_deep_for_the_agent_socket_is_refused_or_works(pgp_keys, plai
         pgp.stop_agent(keyring)
     finally:
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_a_home_of_an_older_release_gets_its_private_key_protected_at_the_new_cost(pgp_keys, plain, gnupg_home):
+    # 0.3's agent config had no s2k-count: its copy of the key cost half a second of CPU per decryption.
+    from sftp_connector.pgp.keys import AGENT_CONF
+
+    old_conf = AGENT_CONF.split("# The private key's copy")[0]
+    gnupg_home.mkdir(mode=0o700)
+    (gnupg_home / "gpg-agent.conf").write_text(old_conf)
+    keyring = pgp.open_keyring(pgp_config(pgp_keys, gnupg_home), gnupg_home)  # rewrites the conf, re-imports
+    assert "s2k-count 1048576" in (gnupg_home / "gpg-agent.conf").read_text()
+    assert list((gnupg_home / "private-keys-v1.d").glob("*.key"))  # imported again, under the new cost
+    result, out = decrypt(keyring, pgp_keys, encrypted(pgp_keys, plain))
+    assert out.read_bytes() == CSV
+    with pytest.raises(errors.CryptoError, match="wrong passphrase"):
+        decrypt(keyring, pgp_keys, encrypted(pgp_keys, plain), passphrase="not it")
