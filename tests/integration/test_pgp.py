@@ -385,7 +385,7 @@ def test_a_home_of_an_older_release_gets_its_private_key_protected_at_the_new_co
     keyring = pgp.open_keyring(pgp_config(pgp_keys, gnupg_home), gnupg_home)  # rewrites the conf, re-imports
     assert "s2k-count 1048576" in (gnupg_home / "gpg-agent.conf").read_text()
     assert list((gnupg_home / "private-keys-v1.d").glob("*.key"))  # imported again, under the new cost
-    result, out = decrypt(keyring, pgp_keys, encrypted(pgp_keys, plain))
+    _, out = decrypt(keyring, pgp_keys, encrypted(pgp_keys, plain))
     assert out.read_bytes() == CSV
     with pytest.raises(errors.CryptoError, match="wrong passphrase"):
         decrypt(keyring, pgp_keys, encrypted(pgp_keys, plain), passphrase="not it")
