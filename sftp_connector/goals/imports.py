@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 # Rows merged at a time: memory stays flat whatever the file's size; larger batches gain little.
 BATCH_ROWS = 100_000
+AHEAD_MAX_BYTES = 1 << 20
+"""Files up to this size are fetched (downloaded, their decryption started) while the file before merges."""
 
 
 def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> GoalResult:
@@ -56,14 +58,19 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
     digest = goal_digest(ctx.config, goal)
     with ctx.store.connection() as conn:
         records = queries.imported_files(conn, goal.name)
-    for candidate in candidates:
-        if ctx.stop.is_set():
-            break
-        if not candidate.ready:
-            result.files += [FileResult(m.remote.path, "skipped_unstable") for m in selection.members(candidate)]
-            continue
-        job = FileJob(goal, candidate, records, digest, steps)
-        result.files += import_file(ctx, job, result)
+    ahead = _Ahead()
+    jobs = [FileJob(goal, c, records, digest, steps, ahead) if c.ready else c for c in candidates]
+    try:
+        for i, job in enumerate(jobs):
+            if ctx.stop.is_set():
+                break
+            if not isinstance(job, FileJob):
+                result.files += [FileResult(m.remote.path, "skipped_unstable") for m in selection.members(job)]
+                continue
+            ahead.next = next((j for j in jobs[i + 1:] if isinstance(j, FileJob)), None)
+            result.files += import_file(ctx, job, result)
+    finally:
+        ahead.discard()
     failed = [f for f in result.files if f.status == "failed"]
     if failed:
         result.status, result.error = "failed", failed[0].error
@@ -80,6 +87,12 @@ class FileJob:
     records: dict[str, tables.ImportedFile]
     digest: str
     steps: list[processors.Step]
+    ahead: _Ahead | None = None
+
+    @property
+    def lone(self) -> bool:
+        """One file, merged while gpg decrypts it (no linked files, no signature to check first)."""
+        return not self.candidate.linked and not self.candidate.missing
 
     @property
     def remote(self) -> sftp.RemoteFile:
@@ -137,17 +150,22 @@ class Local:
 
 
 def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileResult]:
-    downloaded = [_download(ctx, job.goal, entry, remote) for entry, remote in job.members]
+    streamed = job.lone and not ctx.config.connector.pgp.decrypt.require_signature_from
+    prefetched = job.ahead.take(job.remote.path) if job.ahead is not None and streamed else None
+    downloaded = [prefetched] if prefetched else [_download(ctx, job.goal, e, r) for e, r in job.members]
     failpoints.reached("after-download")
     if all(files.unchanged_by_content(d.sha256, job.records.get(d.remote.path), job.digest, ctx.force)
            for d in downloaded):
+        _stop_decryptions(downloaded)
         for d in downloaded:
             _refresh_listing(ctx, job.records.get(d.remote.path), d.remote, job.candidate.listed_at)
         return [FileResult(d.remote.path, "skipped_unchanged", d.sha256) for d in downloaded]
     # A lone file is merged while gpg decrypts it, unless a signature is required: then no row is read before
     # the signature is checked. Linked files are joined whole.
-    if len(downloaded) == 1 and not ctx.config.connector.pgp.decrypt.require_signature_from:
-        plain = [_decrypting(ctx, job.goal, downloaded[0])]
+    if streamed:
+        plain = downloaded if prefetched else [_decrypting(ctx, job.goal, downloaded[0])]
+        if job.ahead is not None:
+            job.ahead.fetch(ctx, plain[0])  # the next small file downloads now and decrypts while this one merges
     else:
         plain = [_verified(_decrypting(ctx, job.goal, d)) for d in downloaded]
     try:
@@ -164,6 +182,56 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
     for result in results:
         logger.info("goal %s: %s %s: %s", job.goal.name, result.status, result.path, _counts_line(result.counts))
     return results
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """The goal's next lone file, downloaded and being decrypted while the file in hand merges: many small
+    files then spend gpg's time and the merge's side by side. A failure here is dropped: the file's own
+    turn downloads it again and reports it."""
+
+    next: FileJob | None = None
+    held: Local | None = None
+
+    def fetch(self, ctx: RunContext, current: Local) -> None:
+        """Given the file in hand (its gpg started), fetch the next one if it is a small lone file."""
+        job, self.next = self.next, None
+        if job is None or not job.lone or job.remote.size > AHEAD_MAX_BYTES or ctx.stop.is_set() or all(
+                files.unchanged_by_listing(r, job.records.get(r.path), job.digest, ctx.force) for _, r in job.members):
+            return
+        entry, remote = job.members[0]
+        try:
+            downloaded = _download(ctx, job.goal, entry, remote)
+            unchanged = files.unchanged_by_content(downloaded.sha256, job.records.get(remote.path), job.digest,
+                                                   ctx.force)
+            if current.decryption is not None:
+                current.decryption.wait_running()  # gpg takes files one at a time: the one in hand goes first
+            self.held = downloaded if unchanged else _decrypting(ctx, job.goal, downloaded)
+        except GoalError as exc:
+            logger.debug("goal %s: %s not fetched ahead (its turn fetches it again): %s", job.goal.name,
+                         remote.path, exc)
+            if isinstance(exc, TransportError) and exc.transient:
+                ctx.drop_session()
+
+    def take(self, path: str) -> Local | None:
+        held, self.held = self.held, None
+        if held is not None and held.remote.path != path:
+            self._drop(held)
+            return None
+        return held
+
+    def discard(self) -> None:
+        """Stop and remove what is held (a stop, or the goal's end)."""
+        if self.held is not None:
+            self._drop(self.held)
+            self.held = None
+
+    @staticmethod
+    def _drop(held: Local) -> None:
+        _stop_decryptions([held])
+        for path in (held.plain, held.plain.with_suffix("") if held.plain else None):
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def fetch(

@@ -150,6 +150,10 @@ class Decryption:
         self.wait()  # gpg is done: its temp file was renamed to dst, or removed if gpg failed (raised here)
         return self._dst.open("rb")
 
+    def wait_running(self) -> None:
+        """Wait until gpg runs for this file (it holds the keyring), or has finished."""
+        self._progress.wait_started()
+
     def wait(self) -> Decrypted:
         """Wait for gpg; return who signed the file. Raise as `decrypt` does."""
         self._thread.join()
@@ -180,8 +184,7 @@ class Decryption:
             too_big = errors.InputError(f"decrypted size exceeds max_file_bytes ({max_bytes})", file=str(src))
             self._tmp, sink = tmp, _Sink(out, max_bytes, keyring.gpg, self._progress, too_big)
             self._sink, sink.stopped = sink, self._stopping.is_set()
-            self._progress.start()
-            result = _run_decrypt(keyring, src, passphrase, sink)
+            result = _run_decrypt(keyring, src, passphrase, sink)  # readers start once it holds the keyring
             if sink.exceeded:
                 dst.unlink(missing_ok=True)
                 raise too_big
@@ -367,6 +370,7 @@ class _Sink:
 def _run_decrypt(keyring: Keyring, src: Path, passphrase: str | None, sink: _Sink) -> Any:
     """Given a file and a sink, run gpg --decrypt into the sink; return the result. Raise CryptoError if gpg fails."""
     with keyring.lock:
+        sink.progress.start()
         keyring.gpg.on_data = sink.write
         try:
             return keyring.gpg.decrypt_file(str(src), passphrase=passphrase, always_trust=True)

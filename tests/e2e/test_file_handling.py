@@ -129,3 +129,21 @@ def test_changed_host_key_fails_every_goal_without_retrying(deployment: Deployme
     result = deployment.run()
     assert result.status == "failed"
     assert "host key changed" in result.goals[0].error
+
+
+def test_many_small_files_fetched_ahead_import_each_once_and_fail_alone(deployment: Deployment) -> None:
+    # Each small file is downloaded and its decryption started while the one before merges: the results are
+    # those of one file at a time, a broken file among them fails alone, and nothing is left in state/tmp.
+    deployment.write_goal("customers", GOAL.replace("customers_*.csv", "customers_*.csv*"))
+    for i in range(12):
+        deployment.put_encrypted(f"in/customers_{i:02d}.csv.gpg", f"email,name\nc{i}@x.com,C{i}\n", mtime=OLD)
+    deployment.put("in/customers_05b.csv.gpg", b"not OpenPGP at all\n", mtime=OLD)
+    first = deployment.run()
+    statuses = {f.path.rsplit("/", 1)[1]: f.status for f in first.goals[0].files}
+    assert statuses.pop("customers_05b.csv.gpg") == "failed"
+    assert set(statuses.values()) == {"imported"} and len(statuses) == 12
+    assert sorted(p["email"][0] for p in deployment.properties()) == sorted(f"c{i}@x.com" for i in range(12))
+    again = deployment.run()
+    assert [f.status for f in again.goals[0].files].count("skipped_unchanged") == 12
+    tmp = deployment.dir / "state" / "tmp"
+    assert not [p for p in tmp.rglob("*") if p.is_file()]
