@@ -8,6 +8,7 @@ run --json` as a subprocess with plain logs and refuses any traceback in its out
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -72,3 +73,12 @@ def error_of(file: dict[str, Any], goal: str, remote_dir: str) -> str:
         if error.startswith(prefix := f"goal {goal}, file {shown}: "):
             return error.removeprefix(prefix)
     raise AssertionError(f"the error does not name goal {goal} and the file: {error}")
+
+
+def put_raw(deployment: Deployment, relpath: bytes, data: str) -> None:
+    """Write a file whose name is raw bytes (any but / and NUL) as the SFTP user."""
+    path = os.fsencode(deployment.remote.local) + b"/" + relpath
+    with open(path, "wb") as out:
+        out.write(data.encode())
+    os.chown(path, deployment.remote.user.uid, deployment.remote.user.gid)
+    os.utime(path, (OLD, OLD))

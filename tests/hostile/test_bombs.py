@@ -52,14 +52,17 @@ max_file_bytes: {CAP}
 identifiers: [{{field: email, property: email}}]
 mappings: [{{field: name, property: name}}]
 """
-# Runs the command line like Deployment.cli, then reports its own and its children's (gpg's) peak memory.
+# Runs the command line like Deployment.cli, then reports its own and its children's (gpg's) peak memory. Its
+# own is VmHWM, the peak of this program's memory: ru_maxrss would count the memory of the process that forked
+# it (pytest, hundreds of MiB late in a full run), which Linux carries over the exec.
 MEASURED = """\
-import resource, runpy, sys
+import re, resource, runpy, sys
 sys.argv[0] = "sftp-connector"
 try:
     runpy.run_module("sftp_connector", run_name="__main__")
 finally:
-    own, children = (resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    own = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     sys.stderr.write(f"\\nPEAK_RSS_KIB {own} {children}\\n")
 """
 

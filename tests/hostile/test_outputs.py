@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
 from typing import Any
 
@@ -15,7 +14,7 @@ import polars as pl
 from tests.e2e.test_export import download, exported
 from tests.fixtures.connector import Deployment
 from tests.fixtures.sshd import SshServer
-from tests.hostile.helpers import OLD
+from tests.hostile.helpers import OLD, put_raw
 
 MEMBERS: dict[str, Any] = {
     "kind": "import-profiles", "name": "members",
@@ -141,12 +140,3 @@ def test_hostile_names_reach_the_terminal_visibly_escaped(deployment: Deployment
 
     done = deployment.cli("run", "--json")  # JSON escapes control characters as JSON does
     assert "\x1b" not in done.stdout and "\\u001b]0;PWNED" in done.stdout
-
-
-def put_raw(deployment: Deployment, relpath: bytes, data: str) -> None:
-    """Write a file whose name is raw bytes (any but / and NUL) as the SFTP user."""
-    path = os.fsencode(deployment.remote.local) + b"/" + relpath
-    with open(path, "wb") as out:
-        out.write(data.encode())
-    os.chown(path, deployment.remote.user.uid, deployment.remote.user.gid)
-    os.utime(path, (OLD, OLD))

@@ -31,7 +31,7 @@ from sftp_connector.errors import ConfigError
 from sftp_connector.goals import runner
 from sftp_connector.store import db, queries
 from tests.fixtures.connector import Deployment
-from tests.hostile.helpers import OLD, cli_run, error_of, files_of, local_files, store_contents
+from tests.hostile.helpers import OLD, cli_run, error_of, files_of, local_files, put_raw, store_contents
 
 ROWS = "email,name\n{tag}@example.test,{tag}\n"
 FORGED = "2026-01-01 00:00:00,000 ERROR sftp_connector: forged"
@@ -54,13 +54,6 @@ def tenant(deployment: Deployment) -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def put_raw(deployment: Deployment, relpath: bytes, data: str) -> None:
-    """Write a file whose name is raw bytes (any but / and NUL) as the SFTP user."""
-    path = os.fsencode(deployment.remote.local) + b"/" + relpath
-    with open(path, "wb") as out:
-        out.write(data.encode())
-    os.chown(path, deployment.remote.user.uid, deployment.remote.user.gid)
-    os.utime(path, (OLD, OLD))
 
 
 def test_unsafe_names_and_links_are_refused_and_nothing_leaves_home(deployment: Deployment, tenant: Path) -> None:
