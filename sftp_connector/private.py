@@ -36,7 +36,9 @@ def private_dir(path: Path, *, own: bool = False) -> Path:
 
 
 def private_file(path: Path) -> Path:
-    """Given a file path, create the file 0600 (and its folder 0700) if it is missing; return it."""
-    private_dir(path.parent)
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, FILE_MODE))
+    """Given a file path, create the file 0600 (and its folder 0700) if it is missing; return it. An existing
+    file is not opened (it may be read-only)."""
+    if not path.exists():
+        private_dir(path.parent)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, FILE_MODE))
     return path

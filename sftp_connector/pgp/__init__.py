@@ -491,9 +491,12 @@ def _first_packet(path: Path) -> int | None:
             head = base64.b64decode(body[:8], validate=False)
         except ValueError:
             return None
-    if not head or not head[0] & 0x80:
-        return None
-    return head[0] & 0x3F if head[0] & 0x40 else (head[0] >> 2) & 0x0F
+    return _packet_tag(head[0]) if head and head[0] & 0x80 else None
+
+
+def _packet_tag(first: int) -> int:
+    """Given a packet's first octet, return its tag: 6 bits in the new format, 4 in the old."""
+    return first & 0x3F if first & 0x40 else (first >> 2) & 0x0F
 
 
 
@@ -568,10 +571,11 @@ def _is_packet_header(head: bytes) -> bool:
     """Given a file's first bytes, return True if they start an OpenPGP message packet."""
     if len(head) < 3 or not head[0] & 0x80:
         return False
-    if head[0] & 0x40:  # new format: tag in 6 bits, then a 1-, 2-, 5-octet or partial length
-        tag, first = head[0] & 0x3F, head[1]
+    tag = _packet_tag(head[0])
+    if head[0] & 0x40:  # new format: a 1-, 2-, 5-octet or partial length
+        first = head[1]
         size = 1 if first < 192 or 224 <= first < 255 else 2 if first < 224 else 5
-    else:  # old format: tag in 4 bits, then a 1-, 2-, 4-octet or indeterminate length
-        tag, size = (head[0] >> 2) & 0x0F, (1, 2, 4, 0)[head[0] & 0x03]
+    else:  # old format: a 1-, 2-, 4-octet or indeterminate length
+        size = (1, 2, 4, 0)[head[0] & 0x03]
     body = head[1 + size:]
     return any(body.startswith(allowed) for allowed in _PACKET_BODIES.get(tag, ()))

@@ -138,22 +138,24 @@ def _ssh(sock: Any, config: models.Sftp, target: _Target, key: paramiko.PKey | N
     return transport
 
 
-def _dropped_after_login(config: models.Sftp) -> errors.TransportError:
+def _dropped_after_login(target: _Target) -> errors.TransportError:
+    """The error of a server that said yes to the login, then hung up: not a refusal."""
     return errors.TransportError(
-        f"the server accepted the login of {config.username}@{config.host}:{config.port} and then closed the "
-        "connection: the account cannot start a session there (its ChrootDirectory, shell or SFTP subsystem; "
-        "the server's log says which)")
+        f"the server accepted the login of {target.username}@{target} and then closed the connection: the "
+        "account cannot start a session there (its ChrootDirectory, shell or SFTP subsystem; the server's log "
+        "says which)")
 
 
 def _open_sftp(transport: paramiko.Transport, config: models.Sftp) -> paramiko.SFTPClient:
+    target = _Target(config.host, config.port, config.username)
     if not transport.is_active():
-        raise _dropped_after_login(config)
+        raise _dropped_after_login(target)
     try:
         return _sftp_channel(transport, config)
     except errors.TransportError as exc:
         if transport.is_active() or not isinstance(exc.__cause__, EOFError | ConnectionError | paramiko.SSHException):
             raise
-        raise _dropped_after_login(config) from exc
+        raise _dropped_after_login(target) from exc
 
 
 def _sftp_channel(transport: paramiko.Transport, config: models.Sftp) -> paramiko.SFTPClient:
@@ -180,10 +182,8 @@ def _login(transport: paramiko.Transport, auth: models.SftpAuth, target: _Target
         hint = f"; the server allows {', '.join(allowed)}" if allowed else ""
         which = f": {step} refused" if "+" in auth.method else ""
         raise errors.TransportError(f"{refused}{which}){hint}") from exc
-    if not transport.is_active():  # not a refusal: it said yes, then hung up
-        raise errors.TransportError(f"the server accepted the login of {target.username}@{target} and then "
-                                    "closed the connection: the account cannot start a session there (its "
-                                    "ChrootDirectory, shell or SFTP subsystem; the server's log says which)")
+    if not transport.is_active():
+        raise _dropped_after_login(target)
     if not transport.is_authenticated():
         raise errors.TransportError(f"{refused}): the server asks for more (key+password?)")
 

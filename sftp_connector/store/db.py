@@ -183,7 +183,9 @@ def open_store(
 
 def _engine(url: str, lock_timeout_s: float) -> Engine:
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        _private_file(Path(url.removeprefix("sqlite:///")))
+        # The store holds customer data: its file (and folder) are this user's only; SQLite gives its -wal
+        # and -shm files the database file's permissions.
+        private_file(Path(url.removeprefix("sqlite:///")))
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": lock_timeout_s, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -198,13 +200,6 @@ def _engine(url: str, lock_timeout_s: float) -> Engine:
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return sa.create_engine(url, pool_pre_ping=True,
                             connect_args={"options": f"-c lock_timeout={int(lock_timeout_s * 1000)}"})
-
-
-def _private_file(path: Path) -> None:
-    """Create the SQLite file (and its folder) readable by this user only: it holds customer data.
-    SQLite gives its -wal and -shm files the database file's permissions."""
-    if not path.exists():
-        private_file(path)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
