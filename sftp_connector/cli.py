@@ -230,7 +230,7 @@ def _check_connection(config: load.Config) -> None:
         with sftp.connect(config.connector.sftp) as session:
             for goal in config.goals:
                 for entry in getattr(goal, "files", []):
-                    directory = sftp.resolve(config.connector.sftp.home, entry.directory)
+                    directory = session.where(entry.directory, "list")
                     count = len(session.list(directory))
                     out.print(f"{goal.name}: {directory}: {count} file(s)", markup=False)
     except GoalError as exc:

@@ -97,7 +97,7 @@ def _print_files(console: Console, ctx: RunContext, goal: ImportGoal) -> list[se
 
 def _matched(ctx: RunContext, goal: ImportGoal, entry: models.FileEntry) -> list[files.Match]:
     """The entry's matching files, paired or not (done markers left out, as the import does)."""
-    listing = ctx.session().list(sftp.resolve(ctx.config.connector.sftp.home, entry.directory))
+    listing = ctx.session().list(entry.directory)
     names = {r.name for r in listing}
     return files.match(entry, [r for r in listing if not files.is_marker(goal.done_marker, r.name, names)])
 

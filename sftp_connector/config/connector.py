@@ -43,8 +43,10 @@ class Sftp(Model):
     """OpenSSH known_hosts file; required unless host_key_fingerprint is given."""
     host_key_fingerprint: str | None = None
     """Pin the server's key: "SHA256:<base64>" as ssh-keygen -l prints it."""
-    home: str = "/"
-    """The user's directory on the server; relative goal directories are resolved against it."""
+    home: str = "~"
+    """The connector's directory on the server; relative goal directories are resolved against it. `~` (the
+    default) is the login directory, as `sftp` starts in; `~/x` and `x` lie below it; `/` is the top of a
+    chrooted account."""
     proxy_jump: str | None = None
     timeout_s: float = Field(30, gt=0)
     retries: int = Field(3, ge=0)

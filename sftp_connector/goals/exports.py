@@ -67,7 +67,9 @@ def _export(ctx: RunContext, goal: models.ExportProfiles) -> list[FileResult]:
     if refused:
         raise GoalError("; ".join(refused))
     name = _filename(ctx, goal)
-    directory = sftp.resolve(ctx.config.connector.sftp.home, goal.directory)
+    # A dry run does not connect: it names the directory as configured.
+    directory = sftp.resolve(ctx.config.connector.sftp.home, goal.directory) if ctx.dry_run \
+        else ctx.session().where(goal.directory, "upload to")
     with ctx.store.engine.connect() as conn:
         done = _write(ctx, conn, goal, name)
     if done.rows == 0 and not goal.export_empty:

@@ -59,7 +59,7 @@ def _listed(
     listings: dict[str, list[sftp.RemoteFile]],
 ) -> list[files.Match]:
     """The files of one entry of the goal, its directory listed once per run of the goal."""
-    directory = sftp.resolve(ctx.config.connector.sftp.home, entry.directory)
+    directory = ctx.session().where(entry.directory, "list")
     if directory not in listings:
         listings[directory] = ctx.session().list(directory)
     listing = listings[directory]

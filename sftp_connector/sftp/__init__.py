@@ -8,7 +8,9 @@ refusals (login, permission denied, no such file) a non-transient `TransportErro
 unknown or changed host key a `HostKeyError`, never retried. Remote names pass through
 `local_name()` before they touch a local path.
 
-Every operation stays inside `sftp.home` (when it is absolute): a path that leaves it after
+`sftp.home` is the login directory by default (`~`); `~/…` and relative homes lie below it, and
+the session asks the server once where that is, so every remote path it uses is absolute.
+Every operation stays inside `sftp.home`: a path that leaves it after
 `..` is refused, and so is a directory that leads out of it through a symbolic link on the
 server. Links are never followed: they are not listed, and a file that became one after it
 was listed is not read. Names the connector will not read are still listed, with the reason
@@ -80,6 +82,17 @@ def resolve(home: str, directory: str) -> str:
     return "/" + path.lstrip("/") if path.startswith("//") else path
 
 
+def below_login(home: str) -> str | None:
+    """Given sftp.home, return its part below the login directory ('' for the login directory itself), or
+    None if it is absolute. Contract: pure; `~`, `~/x` and `x` lie below the login directory."""
+    if home.startswith("/"):
+        return None
+    if home == "~" or home.startswith("~/"):
+        home = home[1:].lstrip("/")
+    home = posixpath.normpath(home) if home else ""
+    return "" if home == "." else home
+
+
 def local_name(remote_path: str) -> str:
     """Given a remote path, return a safe, deterministic single local path component.
 
@@ -120,6 +133,7 @@ class Session:
     def __init__(self, config: models.Sftp, link: login.Link) -> None:
         self.config = config
         self._link: login.Link | None = link
+        self._home: str | None = None
         self._real_home: str | None = None
 
     def __enter__(self) -> Session:
@@ -127,6 +141,23 @@ class Session:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def home(self) -> str:
+        """sftp.home as an absolute path on this server (the login directory is asked for once)."""
+        if self._home is None:
+            below = below_login(self.config.home)
+            if below is None:
+                self._home = posixpath.normpath(self.config.home)
+            else:
+                login_dir = self._run("find the login directory", ".", lambda sftp: sftp.normalize("."))
+                self._home = resolve(login_dir, below)
+        return self._home
+
+    def where(self, directory: str, action: str) -> str:
+        """Given a goal's directory and what is to be done there ("list"), return its absolute path on the
+        server. Raise TransportError, naming the action, if it leaves sftp.home."""
+        return self._abs(directory, action)
 
     def list(self, directory: str) -> list[RemoteFile]:
         """Given a directory, return its regular files sorted by name. Raise TransportError
@@ -141,7 +172,14 @@ class Session:
             self._check_real_path(sftp, path, "list")
             return confine.read_directory(sftp, path)
 
-        found = [_remote_file(*entry, attrs) for raw, attrs in self._run("list", path, listing)
+        try:
+            entries = self._run("list", path, listing)
+        except errors.TransportError as exc:
+            if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno != errno.ENOENT:
+                raise
+            raise errors.TransportError(f"{exc.cause}; relative goal directories are resolved against sftp.home "
+                                        f"({self._home_in_words()})") from exc
+        found = [_remote_file(*entry, attrs) for raw, attrs in entries
                  if (entry := confine.classify(path, raw, attrs.st_mode or 0)) is not None]
         logger.debug("listed %s: %d files", path, len(found))
         return sorted(found, key=lambda file: file.name)
@@ -261,17 +299,22 @@ class Session:
 
     def _abs(self, path: str, action: str) -> str:
         """Given a path, return it resolved against home. Raise TransportError if it leaves an absolute home."""
-        target = resolve(self.config.home, path)
-        home = self.config.home
-        if home.startswith("/") and not confine.within(target, home):
-            raise errors.TransportError(f"cannot {action} {target}: it is outside sftp.home ({home}), and the "
-                                        "connector never leaves its home on the server")
+        target = resolve(self.home, path)
+        if not confine.within(target, self.home):
+            raise errors.TransportError(f"cannot {action} {target}: it is outside sftp.home "
+                                        f"({self._home_in_words()}), and the connector never leaves its home "
+                                        "on the server")
         return target
+
+    def _home_in_words(self) -> str:
+        if self.config.home == "~" or below_login(self.config.home) == "":
+            return f"the login directory, {self.home}"
+        return self.home if self.config.home == self.home else f"{self.config.home} = {self.home}"
 
     def _check_real_path(self, sftp: paramiko.SFTPClient, path: str, action: str) -> None:
         """Given an existing directory, raise TransportError if the server resolves it (links) out of home."""
         if self._real_home is None:
-            self._real_home = sftp.normalize(self.config.home)
+            self._real_home = sftp.normalize(self.home)
         real = sftp.normalize(path)
         if not confine.within(real, self._real_home):
             raise errors.TransportError(

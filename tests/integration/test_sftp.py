@@ -182,7 +182,8 @@ def test_list_regular_files_sorted(session: sftp.Session, sftp_dir: SftpDir) -> 
 def test_list_missing_directory(session: sftp.Session, sftp_dir: SftpDir) -> None:
     with pytest.raises(errors.TransportError) as caught:
         session.list(f"{sftp_dir.remote}/nope")
-    assert str(caught.value) == f"cannot list {sftp_dir.remote}/nope: no such file or directory"
+    assert str(caught.value) == (f"cannot list {sftp_dir.remote}/nope: no such file or directory; relative goal "
+                                 f"directories are resolved against sftp.home ({sftp_dir.user.remote_home})")
     assert not caught.value.transient
 
 

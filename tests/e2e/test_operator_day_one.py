@@ -1,0 +1,73 @@
+"""An operator's first day (issue 19): sftp.home, validate's checks and schedule, `${VAR:-default}`,
+read-only commands, the exit code of a run that ran nothing."""
+
+from __future__ import annotations
+
+import yaml
+
+from tests.fixtures.connector import Deployment
+
+GOAL = """\
+kind: import-profiles
+name: customers
+files:
+  - {name: customers, directory: DIR, pattern: "customers_*.csv.gpg"}
+stable_after_s: 0
+identifiers:
+  - {field: email, property: email}
+mappings:
+  - {field: points, property: points, rule: sum}
+"""
+CSV = "email,points\na@x.com,10\n"
+
+
+def _set_home(deployment: Deployment, home: str | None) -> None:
+    config = yaml.safe_load(deployment.config_path.read_text())
+    if home is None:
+        config["sftp"].pop("home")
+    else:
+        config["sftp"]["home"] = home
+    deployment.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _folder(deployment: Deployment) -> str:
+    """The test's server folder, relative to the user's login directory (its home)."""
+    return deployment.remote.local.name
+
+
+def test_home_defaults_to_the_login_directory(deployment: Deployment) -> None:
+    _set_home(deployment, None)
+    deployment.write_goal("customers", GOAL.replace("DIR", f"{_folder(deployment)}/in"))
+    deployment.put_encrypted("in/customers_1.csv.gpg", CSV)
+    result = deployment.run()
+    assert result.status == "success", result
+    (file,) = result.goals[0].files
+    assert file.path == deployment.remote.remote + "/in/customers_1.csv.gpg"  # absolute: records stay stable
+    assert deployment.properties() == [{"email": ["a@x.com"], "points": [10]}]
+
+
+def test_home_may_be_tilde_or_below_it(deployment: Deployment) -> None:
+    deployment.write_goal("customers", GOAL.replace("DIR", "in"))
+    deployment.put_encrypted("in/customers_1.csv.gpg", CSV)
+    _set_home(deployment, "~/" + _folder(deployment))
+    assert deployment.run().status == "success"
+    _set_home(deployment, deployment.remote.remote)
+    again = deployment.run()
+    assert [f.status for g in again.goals for f in g.files] == ["skipped_unchanged"]  # the same absolute path
+
+
+def test_relative_home_cannot_be_left_with_dot_dot(deployment: Deployment) -> None:
+    _set_home(deployment, _folder(deployment))
+    deployment.write_goal("customers", GOAL.replace("DIR", "../.."))
+    result = deployment.run()
+    assert result.status == "failed"
+    assert "outside sftp.home" in result.goals[0].error
+
+
+def test_missing_directory_names_the_home_it_was_resolved_against(deployment: Deployment) -> None:
+    _set_home(deployment, None)
+    deployment.write_goal("customers", GOAL.replace("DIR", "in/customers"))
+    done = deployment.cli("validate", "--connect")
+    assert done.returncode != 0
+    assert "no such file" in done.stdout + done.stderr
+    assert f"sftp.home (the login directory, {deployment.remote.user.remote_home})" in done.stdout + done.stderr
