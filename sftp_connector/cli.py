@@ -69,10 +69,11 @@ def main(
             raise typer.Exit(128 + entry.EARLY[0])
 
 
-def _config() -> load.Config:
-    """Load the configuration, or exit with code 2 printing every problem."""
+def _config(unused: frozenset[str] = frozenset()) -> load.Config:
+    """Load the configuration (not the sections in `unused`: see load.load), or exit with code 2 printing every
+    problem."""
     try:
-        config = load.load(_state["config_path"])
+        config = load.load(_state["config_path"], unused=unused)
     except ConfigError as exc:
         _fail_config(exc)
     logs.add_secrets(config.secrets())
@@ -245,7 +246,7 @@ def history_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run, newest first.")] = False,
 ) -> None:
     """Show past runs, newest first."""
-    config = _config()
+    config = _config(load.STORE_ONLY)
     store = _store(config)
     runs = history.recent(store, goal=goal, limit=limit)
     store.dispose()
@@ -316,7 +317,7 @@ def products_dump() -> None:
 
 def _dump(records: Any) -> None:
     """Given a function from a connection to records, print them as JSON lines."""
-    config = _config()
+    config = _config(load.STORE_ONLY)
     store = _store(config)
     try:
         with store.engine.connect() as conn:
@@ -332,7 +333,7 @@ def profiles_get(by: Annotated[str, typer.Option("--by", help="PROPERTY=VALUE")]
     if "=" not in by:
         raise typer.BadParameter("expected PROPERTY=VALUE", param_hint="--by")
     prop, value = by.split("=", 1)
-    config = _config()
+    config = _config(load.STORE_ONLY)
     store = _store(config)
     with store.engine.connect() as conn:
         profile = queries.profile_by(conn, prop, value)
@@ -346,7 +347,7 @@ def profiles_get(by: Annotated[str, typer.Option("--by", help="PROPERTY=VALUE")]
 @keys_app.command("import")
 def keys_import(file: Annotated[Path, typer.Argument(help="An OpenPGP key file (armored or binary).")]) -> None:
     """Import a key file into the connector's GnuPG home."""
-    config = _config()
+    config = _config(load.KEYS_ONLY)
     try:
         fingerprints = pgp.import_keys(_keyring(config), file)
     except ConnectorError as exc:
@@ -359,7 +360,7 @@ def keys_import(file: Annotated[Path, typer.Argument(help="An OpenPGP key file (
 @keys_app.command("list")
 def keys_list() -> None:
     """List the keys in the connector's GnuPG home."""
-    config = _config()
+    config = _config(load.KEYS_ONLY)
     table = Table()
     for column in ("fingerprint", "user ids", "secret", "expires"):
         table.add_column(column)
@@ -385,7 +386,7 @@ def store_upgrade(
     it); exit 1 if it fails, leaving the store as it was."""
     if config is not None:
         _state["config_path"] = config
-    store = _store(_config(), for_upgrade=True)
+    store = _store(_config(load.STORE_ONLY), for_upgrade=True)
     try:
         done = migrate.upgrade(store)
     except GoalError as exc:

@@ -10,24 +10,32 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from sftp_connector import processors
 from sftp_connector.config import models
 from sftp_connector.errors import ConfigError
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
+_REFERENCE = re.compile(r"\$\{[^}]*\}?")
+"""Anything that starts like a variable reference: what _ENV does not match is refused, not kept as text."""
 MAX_YAML_BYTES = 16 << 20
 """A configuration file is read only up to this size: a goal of thousands of mappings is a few hundred KB."""
 MAX_YAML_VALUES = 1_000_000
 """Values (strings, numbers, list and mapping entries) a file may expand to, aliases expanded."""
 _SECRET_KEYS = ("password", "passphrase", "symmetric_passphrase")
+STORE_ONLY = frozenset({"sftp", "pgp", "notifications"})
+"""The sections of connector.yaml that commands reading only the store (history, dumps) do not use."""
+KEYS_ONLY = frozenset({"sftp", "notifications", "store"})
+"""The sections the `keys` commands do not use."""
+_LENIENT = STORE_ONLY | KEYS_ONLY
 _GOAL = TypeAdapter(models.Goal)
 
 
@@ -62,18 +70,25 @@ class Config:
         return [value for value in found if value]
 
 
-def load(path: Path) -> Config:
-    """Given the path of connector.yaml, return the validated Config with its goals.
+def load(path: Path, *, unused: frozenset[str] = frozenset()) -> Config:
+    """Given the path of connector.yaml, return the validated Config with its goals. `unused` names sections
+    of connector.yaml the command does not use (STORE_ONLY, KEYS_ONLY): their unset variables, unreadable
+    secret files and invalid values are not problems, and such a section is kept as written.
 
     Raise ConfigError listing every problem found (file, key path, what is expected).
     """
+    assert unused <= _LENIENT
     path = path.resolve()
     problems: list[str] = []
-    raw = _read_yaml(path, problems)
-    connector = _validate(models.Connector, raw, path.name, problems) if raw is not None else None
+    at = _Where(path.name, path.parent, problems)
+    raw = _read_yaml(path, problems, at=at)
+    if isinstance(raw, dict):
+        raw = {key: _as_written(key, value, at) if key in unused else value for key, value in raw.items()}
+    connector = _validate(models.Connector, raw, path.name, problems, unresolved=at.unresolved) \
+        if raw is not None else None
     if connector is not None:
-        connector = _resolve_paths(connector, path.parent)
-        _check_secret_files(connector, path.name, problems)
+        connector = _resolve_paths(connector, path.parent, unused)
+        _check_secret_files(connector, path.name, problems, unused)
     goals, goal_files = _load_goals(path.parent / "goals", problems)
     if connector is not None:
         problems += _segment_problems(connector, goals, goal_files)
@@ -90,7 +105,7 @@ def goal_digest(config: Config, goal: models.ImportProfiles | models.ImportGroup
     return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-def _read_yaml(path: Path, problems: list[str], label: str | None = None) -> Any:
+def _read_yaml(path: Path, problems: list[str], label: str | None = None, at: _Where | None = None) -> Any:
     label = label or path.name
     try:
         with path.open("rb") as file:
@@ -120,7 +135,7 @@ def _read_yaml(path: Path, problems: list[str], label: str | None = None) -> Any
     if problem:
         problems.append(f"{label}: {problem}: refused")
         return None
-    return _expand(data, _Where(label, path.parent, problems), "")
+    return _expand(data, at or _Where(label, path.parent, problems), "")
 
 
 def _unbounded(data: Any) -> str | None:
@@ -169,11 +184,32 @@ class _Cycle(Exception):
 
 @dataclass(frozen=True, slots=True)
 class _Where:
-    """The file being expanded: its label for messages, the config directory, the problem list."""
+    """The file being expanded: its label for messages, the config directory, the problem list, and the key
+    paths whose variable or secret file could not be read (with the problem each made)."""
 
     label: str
     base: Path
     problems: list[str]
+    unresolved: dict[str, str] = field(default_factory=dict)
+
+    def cannot_read(self, where: str, problem: str) -> None:
+        self.problems.append(f"{self.label}: at {where}: {problem}")
+        self.unresolved[where] = self.problems[-1]
+
+
+def _as_written(section: str, value: Any, at: _Where) -> Any:
+    """Given a section of connector.yaml the command does not use, return it as its model if it is valid, or
+    unvalidated (never read) if not; its unread variables and secret files are no longer problems."""
+    model = models.Connector.model_fields[section].annotation
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    for where, problem in list(at.unresolved.items()):
+        if where == section or where.startswith((f"{section}.", f"{section}[")):
+            at.problems.remove(problem)
+            del at.unresolved[where]
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return model.model_construct(**value) if isinstance(value, dict) else model.model_construct()
 
 
 def _expand(value: Any, at: _Where, where: str) -> Any:
@@ -185,34 +221,49 @@ def _expand(value: Any, at: _Where, where: str) -> Any:
             here = f"{where}.{key}" if where else key
             if key.endswith("_file") and key[:-5] in _SECRET_KEYS:
                 secret = Path(str(_expand(item, at, here)))
-                out[key[:-5]] = _read_secret_file(at.base / secret, at.label, here, at.problems)
+                out[key[:-5]] = _read_secret_file(at.base / secret, at, here)
             else:
                 out[key] = _expand(item, at, here)
         return out
     if isinstance(value, list):
         return [_expand(item, at, f"{where}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, str):
-        return _ENV.sub(lambda m: _env(m.group(1), at.label, where, at.problems), value)
+        return _substituted(value, at, where)
     return value
 
 
-def _env(name: str, label: str, where: str, problems: list[str]) -> str:
-    if name not in os.environ:
-        problems.append(f"{label}: at {where}: environment variable {name} is not set")
-        return ""
-    return os.environ[name]
+def _substituted(text: str, at: _Where, where: str) -> str:
+    """Given a string, replace each ${NAME} by the variable's value and each ${NAME:-default} by the value,
+    or the default when the variable is unset or empty (as the shell does). Any other `${` form is a problem:
+    kept as text, it would reach a server as a password."""
+    for reference in _REFERENCE.findall(text):
+        if not _ENV.fullmatch(reference):
+            at.problems.append(f"{at.label}: at {where}: {reference!r} is not a variable reference this "
+                               "configuration understands: write ${NAME} or ${NAME:-default}")
+            return text
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if default is not None:
+            return os.environ.get(name) or default[2:]
+        if name not in os.environ:
+            at.cannot_read(where, f"environment variable {name} is not set")
+            return ""
+        return os.environ[name]
+
+    return _ENV.sub(value, text)
 
 
-def _read_secret_file(path: Path, label: str, where: str, problems: list[str]) -> str:
+def _read_secret_file(path: Path, at: _Where, where: str) -> str:
     """Return the secret in the file; on a problem, record it and return "" so validation adds no noise."""
     problem = _loose_permissions(path)
     if problem:
-        problems.append(f"{label}: at {where}: {problem}")
+        at.cannot_read(where, problem)
         return ""
     try:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except OSError as exc:
-        problems.append(f"{label}: at {where}: cannot read secret file {path}: {exc.strerror or exc}")
+        at.cannot_read(where, f"cannot read secret file {path}: {exc.strerror or exc}")
         return ""
 
 
@@ -230,13 +281,16 @@ def _loose_permissions(path: Path) -> str | None:
     return None
 
 
-def _validate(model: Any, raw: Any, label: str, problems: list[str]) -> Any:
+def _validate(model: Any, raw: Any, label: str, problems: list[str], unresolved: Collection[str] = ()) -> Any:
+    """Validate raw against the model; on errors, add them to problems (not those at a key whose variable or
+    secret file could not be read: that is said already) and return None."""
     try:
         if isinstance(model, TypeAdapter):
             return model.validate_python(raw)
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems.extend(f"{label}: {_describe(error)}" for error in exc.errors())
+        found = [f"{label}: {_describe(error)}" for error in exc.errors()]
+        problems.extend(p for p in found if p.split(": ", 2)[1].removeprefix("at ") not in unresolved)
         return None
 
 
@@ -344,33 +398,34 @@ def _processor_problems(goal: models.ImportGoalBase) -> list[str]:
     return []
 
 
-def _resolve_paths(connector: models.Connector, base: Path) -> models.Connector:
-    """Given a validated connector, return it with local paths made absolute against base."""
+def _resolve_paths(connector: models.Connector, base: Path, unused: frozenset[str]) -> models.Connector:
+    """Given a validated connector, return it with local paths made absolute against base (not in the
+    sections the command does not use: they may not be valid)."""
 
     def absolute(path: Path | None) -> Path | None:
         return None if path is None else (path if path.is_absolute() else base / path)
 
-    sftp = connector.sftp.model_copy(update={
-        "known_hosts": absolute(connector.sftp.known_hosts),
-        "auth": connector.sftp.auth.model_copy(update={"private_key": absolute(connector.sftp.auth.private_key)}),
-    })
-    pgp = connector.pgp
-    pgp = pgp.model_copy(update={
-        "gnupg_home": absolute(pgp.gnupg_home) or base / "keys" / "gnupg",
-        "decrypt": pgp.decrypt.model_copy(update={
-            "private_key": absolute(pgp.decrypt.private_key),
-            "verify_keys": [absolute(p) for p in pgp.decrypt.verify_keys],
-        }),
-        "encrypt": pgp.encrypt.model_copy(update={
-            "recipients": [_recipient(r, base) for r in pgp.encrypt.recipients],
-        }),
-    })
-    return connector.model_copy(update={
-        "sftp": sftp,
-        "pgp": pgp,
-        "store": connector.store.model_copy(update={"url": _store_url(connector.store.url, base)}),
-        "state_dir": absolute(connector.state_dir) or base / "state",
-    })
+    sftp, pgp, store = connector.sftp, connector.pgp, connector.store
+    update: dict[str, Any] = {"state_dir": absolute(connector.state_dir) or base / "state"}
+    if "sftp" not in unused:
+        update["sftp"] = sftp.model_copy(update={
+            "known_hosts": absolute(sftp.known_hosts),
+            "auth": sftp.auth.model_copy(update={"private_key": absolute(sftp.auth.private_key)}),
+        })
+    if "pgp" not in unused:
+        update["pgp"] = pgp.model_copy(update={
+            "gnupg_home": absolute(pgp.gnupg_home) or base / "keys" / "gnupg",
+            "decrypt": pgp.decrypt.model_copy(update={
+                "private_key": absolute(pgp.decrypt.private_key),
+                "verify_keys": [absolute(p) for p in pgp.decrypt.verify_keys],
+            }),
+            "encrypt": pgp.encrypt.model_copy(update={
+                "recipients": [_recipient(r, base) for r in pgp.encrypt.recipients],
+            }),
+        })
+    if "store" not in unused:
+        update["store"] = store.model_copy(update={"url": _store_url(store.url, base)})
+    return connector.model_copy(update=update)
 
 
 def _recipient(value: str, base: Path) -> str:
@@ -387,10 +442,10 @@ def _store_url(url: str, base: Path) -> str:
     return url
 
 
-def _check_secret_files(connector: models.Connector, label: str, problems: list[str]) -> None:
-    for where, path in (("sftp.auth.private_key", connector.sftp.auth.private_key),
-                        ("pgp.decrypt.private_key", connector.pgp.decrypt.private_key)):
-        if path is not None:
+def _check_secret_files(connector: models.Connector, label: str, problems: list[str], unused: frozenset[str]) -> None:
+    for where, path in (("sftp.auth.private_key", lambda: connector.sftp.auth.private_key),
+                        ("pgp.decrypt.private_key", lambda: connector.pgp.decrypt.private_key)):
+        if where.split(".")[0] not in unused and (path := path()) is not None:
             problem = _loose_permissions(path)
             if problem:
                 problems.append(f"{label}: at {where}: {problem}")

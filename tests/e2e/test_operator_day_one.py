@@ -71,3 +71,22 @@ def test_missing_directory_names_the_home_it_was_resolved_against(deployment: De
     assert done.returncode != 0
     assert "no such file" in done.stdout + done.stderr
     assert f"sftp.home (the login directory, {deployment.remote.user.remote_home})" in done.stdout + done.stderr
+
+
+def test_read_only_commands_do_not_need_the_other_secrets(deployment: Deployment) -> None:
+    deployment.update_connector({"notifications": {"webhook": {
+        "url": "${WEBHOOK_URL}", "headers": {"Authorization": "Bearer ${WEBHOOK_TOKEN}"}}}})
+    config = yaml.safe_load(deployment.config_path.read_text())
+    config["sftp"]["auth"]["passphrase"] = "${SFTP_KEY_PASSPHRASE}"
+    deployment.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    unset = ["WEBHOOK_URL", "WEBHOOK_TOKEN", "SFTP_KEY_PASSPHRASE"]
+    for args in (["history"], ["profiles", "dump"], ["groups", "dump"], ["events", "dump"], ["products", "dump"],
+                 ["profiles", "get", "--by", "email=a@x.com"], ["keys", "list"], ["store", "upgrade"]):
+        done = deployment.cli(*args, unset=unset)
+        assert "invalid configuration" not in done.stderr, (args, done.stderr)
+        assert done.returncode in (0, 1) if args[1:2] == ["get"] else done.returncode == 0, (args, done.stderr)
+    done = deployment.cli("run", unset=unset)
+    assert done.returncode == 2
+    assert ("at notifications.webhook.headers.Authorization: environment variable WEBHOOK_TOKEN is not set"
+            in done.stderr)
+    assert "at sftp.auth.passphrase: environment variable SFTP_KEY_PASSPHRASE is not set" in done.stderr

@@ -128,3 +128,53 @@ def test_goal_digest_changes_with_the_mapping(tmp_path: Path, monkeypatch: pytes
     first = load.load(deploy(tmp_path))
     second = load.load(deploy(tmp_path, goals={"customers": GOAL.replace("rule: set", "rule: add")}))
     assert load.goal_digest(first, first.goals[0]) != load.goal_digest(second, second.goals[0])
+
+
+def test_variable_default_is_used_when_unset_or_empty(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SFTP_PASSWORD", raising=False)
+    monkeypatch.setenv("SFTP_USER", "")
+    monkeypatch.setenv("SFTP_PORT", "2222")
+    text = (CONNECTOR.replace('"${SFTP_PASSWORD}"', '"${SFTP_PASSWORD:-pw with } and :-}"')
+            .replace("username: acme", "username: ${SFTP_USER:-acme}\n  port: ${SFTP_PORT:-22}")
+            .replace("connector.db", "${DB_NAME:-}connector.db"))
+    config = load.load(deploy(tmp_path, text))
+    sftp = config.connector.sftp
+    assert (sftp.username, sftp.port) == ("acme", 2222)
+    assert sftp.auth.password.get_secret_value() == "pw with  and :-}"  # the default ends at the first }
+    assert config.connector.store.url == f"sqlite:///{tmp_path}/state/connector.db"
+
+
+@pytest.mark.parametrize("form", ["${SFTP_PASSWORD:?missing}", "${SFTP_PASSWORD:=x}", "${SFTP_PASSWORD-x}",
+                                  "${1BAD}", "${SFTP_PASSWORD"])
+def test_other_variable_forms_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    monkeypatch.setenv("SFTP_PASSWORD", "x")
+    found = problems(deploy(tmp_path, CONNECTOR.replace("${SFTP_PASSWORD}", form)))
+    assert found == [f"connector.yaml: at sftp.auth.password: {form!r} is not a variable reference this "
+                     "configuration understands: write ${NAME} or ${NAME:-default}"]
+
+
+NOTIFYING = CONNECTOR + """\
+notifications:
+  webhook:
+    url: ${WEBHOOK_URL}
+    headers: {Authorization: "Bearer ${WEBHOOK_TOKEN}"}
+  email:
+    smtp: {host: mail.example.com, password_file: secrets/smtp, from: a@example.com}
+    to: [b@example.com]
+"""
+
+
+def test_store_commands_need_only_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SFTP_PASSWORD", "WEBHOOK_URL", "WEBHOOK_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    path = deploy(tmp_path, NOTIFYING)
+    config = load.load(path, unused=load.STORE_ONLY)
+    assert config.connector.store.url == f"sqlite:///{tmp_path}/state/connector.db"
+    assert sorted(problems(path)) == [
+        "connector.yaml: at notifications.email.smtp.password_file: cannot read secret file "
+        f"{tmp_path}/secrets/smtp: No such file or directory",
+        "connector.yaml: at notifications.webhook.headers.Authorization: environment variable WEBHOOK_TOKEN "
+        "is not set",
+        "connector.yaml: at notifications.webhook.url: environment variable WEBHOOK_URL is not set",
+        "connector.yaml: at sftp.auth.password: environment variable SFTP_PASSWORD is not set",
+    ]
