@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sftp_connector import entry, history, logs, notify, pgp, sftp, summary
+from sftp_connector import entry, files, history, logs, notify, pgp, sftp, summary
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, ConnectorError, GoalError
 from sftp_connector.goals import runner
@@ -181,15 +182,35 @@ def daemon_command(
 
 @app.command()
 def validate(
-    connect: Annotated[bool, typer.Option("--connect", help="Also log in and list every goal directory.")] = False,
+    connect: Annotated[bool, typer.Option("--connect", help="Also log in, count the files each pattern matches "
+                                                             "and check each export directory.")] = False,
 ) -> None:
-    """Check the configuration, goals and keys; exit 2 if anything is wrong."""
+    """Check the configuration, goals and keys and show the schedule; exit 2 if anything is wrong."""
     config = _config()
+    known_hosts = config.connector.sftp.known_hosts
+    problem = sftp.known_hosts_problem(known_hosts) if known_hosts is not None else None
+    if problem:
+        _fail_config(ConfigError(f"{config.path.name}: at sftp.known_hosts: {problem}"))
     for warning in _overlaps(config):
         err.print(f"warning: {visible(warning)}", markup=False)
+    _show_schedule(config)
     if connect:
         _check_connection(config)
     out.print(f"configuration OK: {len(config.goals)} goal(s) in {config.base_dir / 'goals'}", markup=False)
+
+
+def _show_schedule(config: load.Config) -> None:
+    """Print the schedule in words and its next five run times (in its timezone)."""
+    from sftp_connector import schedule
+
+    plan = config.connector.schedule
+    if plan is None or not plan.model_fields_set - {"timezone"}:
+        out.print("schedule: none (runs only when started: sftp-connector run)", markup=False)
+        return
+    out.print(f"schedule: {schedule.in_words(plan)}", markup=False)
+    out.print("next runs:", markup=False)
+    for moment in schedule.next_fire_times(plan, datetime.now(UTC), 5):
+        out.print(f"  {moment:%Y-%m-%d %H:%M %a %Z}", markup=False)
 
 
 @app.command("preview")
@@ -227,16 +248,40 @@ def _overlaps(config: load.Config) -> list[str]:
 
 
 def _check_connection(config: load.Config) -> None:
+    """Log in; print how many files each import pattern matches now and whether each export directory is
+    there and writable. Exit 1 if something cannot be reached or written."""
+    failed = False
     try:
         with sftp.connect(config.connector.sftp) as session:
             for goal in config.goals:
-                for entry in getattr(goal, "files", []):
-                    directory = session.where(entry.directory, "list")
-                    count = len(session.list(directory))
-                    out.print(f"{goal.name}: {directory}: {count} file(s)", markup=False)
+                try:
+                    for line in _goal_check(session, goal):
+                        out.print(visible(f"{goal.name}: {line}"), markup=False)
+                except GoalError as exc:
+                    err.print(visible(f"{goal.name}: {exc}"), markup=False)
+                    failed = True
     except GoalError as exc:
         err.print(f"connection check failed: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
+    if failed:
+        err.print("connection check failed: see above", markup=False)
+        raise typer.Exit(1)
+
+
+def _goal_check(session: sftp.Session, goal: Any) -> list[str]:
+    """One goal's lines for `validate --connect`. Raise GoalError if its directory cannot be used."""
+    if isinstance(goal, models.ExportProfiles):
+        directory = session.where(goal.directory, "upload to")
+        there = session.check_writable(goal.directory)
+        return [f"{directory}: exists, writable" if there else f"{directory}: missing: the first export creates it"]
+    lines = []
+    for file in goal.files:
+        directory = session.where(file.directory, "list")
+        listing = session.list(directory)
+        matched = files.match(file, listing)
+        lines.append(f"{directory}: {len(matched)} file(s) match {file.pattern or file.regex} now "
+                     f"({len(listing)} in the directory)")
+    return lines
 
 
 @app.command("history")

@@ -75,6 +75,37 @@ def next_fire_times(schedule: models.Schedule, after: datetime, count: int) -> l
     return times
 
 
+_DAYS = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday", "fri": "Friday",
+         "sat": "Saturday", "sun": "Sunday"}
+
+
+def in_words(schedule: models.Schedule) -> str:
+    """Given a schedule, return it as an operator reads it, with its timezone: "every day at 02:00 (UTC)"."""
+    at = schedule.at or "00:00"
+    if schedule.every_minutes is not None:
+        minutes = schedule.every_minutes
+        every = f"every {minutes * 60:g} seconds" if minutes < 1 else f"every {minutes:g} minutes"
+        words = f"{every}, counted from {at}"
+    elif schedule.times_per_day is not None:
+        words = f"{schedule.times_per_day} times a day, {1440 // schedule.times_per_day} minutes apart from {at}"
+    elif schedule.days_of_week is not None:
+        words = f"at {at} on {_and([_DAYS[d] for d in schedule.days_of_week])}"
+    elif schedule.days_of_month is not None:
+        days = _and([str(d) for d in schedule.days_of_month])
+        late = " (not in months without it)" if max(schedule.days_of_month, default=0) > 28 else ""
+        words = f"at {at} on day {days} of each month{late}"
+    elif schedule.weekday_of_month is not None:
+        nth = schedule.weekday_of_month
+        words = f"at {at} on the {nth.week} {_DAYS[nth.day]} of each month"
+    else:
+        words = f"every day at {at}"
+    return f"{words} ({schedule.timezone})"
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def missed_run_at(rule: BaseTrigger, last_run_at: datetime, now: datetime) -> datetime | None:
     """Given a trigger, the last run (naive = UTC) and now, return a fire time in (last_run_at, now], the latest or
     close to it, or None if no fire time passed."""

@@ -5,6 +5,7 @@ Paths are already absolute: `config.load` resolves them against the directory of
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -89,6 +90,31 @@ class Store(Model):
     """sqlite:///path (relative to connector.yaml) or postgresql+psycopg://user@host/db."""
     lock_timeout_s: float = Field(60, gt=0)
     """How long a write waits for another writer's lock (SQLite) before the file fails and is retried."""
+
+    @field_validator("url")
+    @classmethod
+    def _usable(cls, value: str) -> str:
+        """Refuse a URL the store cannot open now, rather than on the first run."""
+        scheme, sep, rest = value.partition("://")
+        if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+._-]*", scheme):
+            # Not echoed: it may hold a password.
+            raise ValueError(f"not a store URL (it does not start with a scheme and ://): write {_STORE_URLS}")
+        if scheme not in ("sqlite", "postgresql", "postgresql+psycopg"):
+            raise ValueError(f"{scheme} is not a store this connector can use: write {_STORE_URLS}")
+        if scheme == "sqlite" and not rest.startswith("/"):
+            raise ValueError("a SQLite URL has three slashes before a relative path (sqlite:///state/connector.db) "
+                             "and four before an absolute one")
+        if scheme != "sqlite" and not _installed("psycopg"):
+            raise ValueError("the PostgreSQL driver is not installed: install the connector with its postgres "
+                             "extra (pip install 'sftp-connector[postgres]')")
+        return value
+
+
+_STORE_URLS = "sqlite:///path/to/file.db or postgresql+psycopg://user@host/database"
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
 
 
 class Privacy(Model):

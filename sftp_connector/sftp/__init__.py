@@ -93,6 +93,15 @@ def below_login(home: str) -> str | None:
     return "" if home == "." else home
 
 
+def known_hosts_problem(path: Path) -> str | None:
+    """Given a known_hosts file, return why it cannot be used (which line is wrong, and the fix), or None."""
+    try:
+        login.load_known_hosts(path)
+    except errors.HostKeyError as exc:
+        return str(exc).removeprefix("known_hosts ")
+    return None
+
+
 def local_name(remote_path: str) -> str:
     """Given a remote path, return a safe, deterministic single local path component.
 
@@ -267,6 +276,26 @@ class Session:
         target = self._abs(path, "remove")
         self._run("remove", target, lambda sftp: _remove_quietly(sftp, target))
         logger.debug("removed %s", target)
+
+    def check_writable(self, directory: str) -> bool:
+        """Given a directory, return True if it exists and a file can be written there (one is written and
+        removed), False if it is missing. Raise TransportError if it is not a directory, leads out of
+        sftp.home, or the server refuses the write."""
+        target = self._abs(directory, "upload to")
+        probe = posixpath.join(target, f".sftp-connector-check.{os.urandom(4).hex()}")
+
+        def check(sftp: paramiko.SFTPClient) -> bool:
+            attrs = _stat_or_none(sftp, target)
+            if attrs is None:
+                return False
+            if not stat.S_ISDIR(attrs.st_mode or 0):
+                raise errors.TransportError(f"cannot upload to {target}: not a directory")
+            self._check_real_path(sftp, target, "upload to")
+            sftp.open(probe, "wb").close()
+            _remove_quietly(sftp, probe)
+            return True
+
+        return self._run("upload to", target, check)
 
     def makedirs(self, directory: str) -> None:
         """Given a remote directory, create it with its parents. Raise TransportError if a file

@@ -79,7 +79,7 @@ def open_link(config: models.Sftp) -> Link:
     Raise HostKeyError if the host key is unknown or changed, TransportError if it fails.
     """
     key = _load_key(config.auth) if "key" in config.auth.method else None
-    known = _load_known_hosts(config.known_hosts)
+    known = load_known_hosts(config.known_hosts)
     target = _Target(config.host, config.port, config.username)
     bastion = None
     try:
@@ -195,7 +195,7 @@ def _known_name(target: _Target) -> str:
     return target.host if target.port == 22 else f"[{target.host}]:{target.port}"
 
 
-def _load_known_hosts(path: Path | None) -> paramiko.HostKeys | None:
+def load_known_hosts(path: Path | None) -> paramiko.HostKeys | None:
     try:
         return None if path is None else paramiko.HostKeys(str(path))
     except OSError as exc:

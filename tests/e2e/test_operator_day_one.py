@@ -90,3 +90,50 @@ def test_read_only_commands_do_not_need_the_other_secrets(deployment: Deployment
     assert ("at notifications.webhook.headers.Authorization: environment variable WEBHOOK_TOKEN is not set"
             in done.stderr)
     assert "at sftp.auth.passphrase: environment variable SFTP_KEY_PASSPHRASE is not set" in done.stderr
+
+
+def test_validate_shows_the_schedule_and_the_next_five_runs(deployment: Deployment) -> None:
+    deployment.update_connector({"schedule": {"at": "02:00", "timezone": "Europe/Amsterdam"}})
+    done = deployment.cli("validate")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    at = lines.index("schedule: every day at 02:00 (Europe/Amsterdam)")
+    following = lines[at + 1:at + 7]
+    assert following[0] == "next runs:"
+    assert all(line.startswith("  20") and " 02:00 " in line and line.endswith(("CET", "CEST"))
+               for line in following[1:])
+    deployment.update_connector({"schedule": None})
+    assert "schedule: none (runs only when started: sftp-connector run)" in deployment.cli("validate").stdout
+
+
+EXPORT = {"kind": "export-profiles", "name": "NAME", "segment": "everyone", "directory": "DIR",
+          "filename": "x_{run}.csv", "columns": [{"column": "email", "property": "email"}]}
+
+
+def test_validate_connect_counts_each_pattern_and_checks_export_directories(deployment: Deployment) -> None:
+    deployment.update_connector({"segments": {"everyone": {"property": "email", "exists": True}}})
+    deployment.write_goal("customers", GOAL.replace("DIR", "in"))
+    for name in ("customers_1.csv.gpg", "customers_2.csv.gpg", "other.csv.gpg"):
+        deployment.put(f"in/{name}", b"x")
+    deployment.put("out/.keep", b"")
+    deployment.put("locked/.keep", b"")
+    deployment.remote_path("locked").chmod(0o555)
+    for name, directory in (("ready", "out"), ("later", "out/new"), ("locked", "locked")):
+        deployment.write_goal(name, {**EXPORT, "name": name, "directory": directory})
+    done = deployment.cli("validate", "--connect")
+    home = deployment.remote.remote
+    assert f"customers: {home}/in: 2 file(s) match customers_*.csv.gpg now (3 in the directory)" in done.stdout
+    assert f"ready: {home}/out: exists, writable" in done.stdout
+    assert f"later: {home}/out/new: missing: the first export creates it" in done.stdout
+    assert f"locked: cannot upload to {home}/locked: permission denied" in done.stderr
+    assert done.returncode == 1
+
+
+def test_validate_refuses_a_malformed_known_hosts_line(deployment: Deployment) -> None:
+    known_hosts = deployment.dir / "keys" / "known_hosts"
+    lines = known_hosts.read_text().splitlines()
+    known_hosts.write_text("\n".join([*lines, "example.com ssh-ed25519 not*base64"]) + "\n")
+    done = deployment.cli("validate")
+    assert done.returncode == 2
+    assert (f"connector.yaml: at sftp.known_hosts: {known_hosts}: line {len(lines) + 1} is not a host key line "
+            "(the key is not valid base64): fix or remove it") in done.stderr

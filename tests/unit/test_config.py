@@ -178,3 +178,33 @@ def test_store_commands_need_only_the_store(tmp_path: Path, monkeypatch: pytest.
         "connector.yaml: at notifications.webhook.url: environment variable WEBHOOK_URL is not set",
         "connector.yaml: at sftp.auth.password: environment variable SFTP_PASSWORD is not set",
     ]
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("nonsense", "not a store URL (it does not start with a scheme and ://): write sqlite:///path/to/file.db or "
+                 "postgresql+psycopg://user@host/database"),
+    ("mysql://u@h/db", "mysql is not a store this connector can use: write sqlite:///path/to/file.db or "
+                       "postgresql+psycopg://user@host/database"),
+    ("postgresql+psycopg2://u@h/db", "postgresql+psycopg2 is not a store this connector can use: write "
+                                     "sqlite:///path/to/file.db or postgresql+psycopg://user@host/database"),
+    ("sqlite://state.db", "a SQLite URL has three slashes before a relative path (sqlite:///state/connector.db) "
+                          "and four before an absolute one"),
+])
+def test_unusable_store_url_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, problem: str) -> None:
+    monkeypatch.setenv("SFTP_PASSWORD", "x")
+    found = problems(deploy(tmp_path, CONNECTOR.replace("sqlite:///state/connector.db", url)))
+    assert found == [f"connector.yaml: at store.url: {problem}"]
+
+
+def test_postgresql_without_its_driver_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sftp_connector.config import connector
+
+    monkeypatch.setenv("SFTP_PASSWORD", "x")
+    monkeypatch.setattr(connector, "_installed", lambda module: module != "psycopg")  # cannot uninstall it here
+    found = problems(deploy(tmp_path, CONNECTOR.replace("sqlite:///state/connector.db", "postgresql://u@h/db")))
+    assert found == ["connector.yaml: at store.url: the PostgreSQL driver is not installed: install the "
+                     "connector with its postgres extra (pip install 'sftp-connector[postgres]')"]
+    monkeypatch.undo()
+    monkeypatch.setenv("SFTP_PASSWORD", "x")
+    config = load.load(deploy(tmp_path, CONNECTOR.replace("sqlite:///state/connector.db", "postgresql://u@h/db")))
+    assert config.connector.store.url == "postgresql://u@h/db"

@@ -272,3 +272,18 @@ def test_a_failing_run_is_logged_and_the_schedule_goes_on(caplog: pytest.LogCapt
         finally:
             scheduler.shutdown(wait=True)
     assert "scheduled run failed" in caplog.messages
+
+
+@pytest.mark.parametrize(("given", "words"), [
+    ({"at": "02:00", "timezone": "Europe/Amsterdam"}, "every day at 02:00 (Europe/Amsterdam)"),
+    ({"every_minutes": 15}, "every 15 minutes, counted from 00:00 (UTC)"),
+    ({"every_minutes": 0.5, "at": "00:10"}, "every 30 seconds, counted from 00:10 (UTC)"),
+    ({"every_minutes": 90}, "every 90 minutes, counted from 00:00 (UTC)"),
+    ({"times_per_day": 4, "at": "06:00"}, "4 times a day, 360 minutes apart from 06:00 (UTC)"),
+    ({"days_of_week": ["mon", "fri"], "at": "07:30"}, "at 07:30 on Monday and Friday (UTC)"),
+    ({"days_of_month": [1, 15, 31]}, "at 00:00 on day 1, 15 and 31 of each month (not in months without it) (UTC)"),
+    ({"weekday_of_month": {"week": "last", "day": "sun"}, "at": "23:00"},
+     "at 23:00 on the last Sunday of each month (UTC)"),
+])
+def test_schedule_in_words(given: dict[str, Any], words: str) -> None:
+    assert schedule.in_words(models.Schedule.model_validate(given)) == words
