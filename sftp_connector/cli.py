@@ -456,3 +456,48 @@ def demo(
 
     os.environ.setdefault("SFTP_CONNECTOR_DEMO", "1")
     raise typer.Exit(tour.main(keep, out))
+
+
+@app.command("init")
+def init_command(
+    directory: Annotated[Path, typer.Argument(help="The folder to write the deployment in (created if missing).")],
+    host: Annotated[str | None, typer.Option(help="The SFTP server: its host key is fetched and shown.")] = None,
+    port: Annotated[int, typer.Option(help="The SFTP server's port.")] = 22,
+    user: Annotated[str, typer.Option(help="The login name on the SFTP server.")] = "acme",
+    accept_host_key: Annotated[str | None, typer.Option(
+        help="The host key's SHA256 fingerprint, checked out of band: written without asking.")] = None,
+    pgp_key: Annotated[str, typer.Option(help="ed25519 (default) or rsa3072 for older partner tools.")] = "ed25519",
+) -> None:
+    """Write a complete deployment: connector.yaml, a goal of each kind, the SSH and OpenPGP keys, known_hosts."""
+    from sftp_connector import init
+
+    if pgp_key not in pgp.keys.KEY_ALGORITHMS:
+        raise typer.BadParameter("expected ed25519 or rsa3072", param_hint="--pgp-key")
+    server = init.Server(host, port, user) if host else None
+    try:
+        made = init.create(directory, server, accept_host_key=accept_host_key, pgp_algorithm=pgp_key,
+                           confirm=lambda question: typer.confirm(question, default=False))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            err.print(f"init: {visible(problem)}", markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    except GoalError as exc:
+        err.print(visible(str(exc)), markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    _show_made(directory, made)
+
+
+def _show_made(directory: Path, made: Any) -> None:
+    say = lambda text="": out.print(text, markup=False, highlight=False)  # noqa: E731
+    say(f"wrote a deployment in {directory}: connector.yaml, goals/ (customers, households, orders, newsletter), "
+        "keys/")
+    if made.host_key:
+        say(f"keys/known_hosts holds the server's key {made.host_key}")
+    else:
+        say("no host key yet: set sftp.host and run init with --host in another folder, or see keys/README.md")
+    say("\nGive the SFTP server's owner this public key (for the account's authorized_keys):")
+    say(f"  {made.ssh_public_key}")
+    say(f"\nGive partners the connector's OpenPGP public key ({made.pgp_fingerprint}), to encrypt to:")
+    say(f"  {made.pgp_public_key}")
+    say(made.pgp_public_key.read_text().rstrip())
+    say(f"\nNext: sftp-connector --config {directory / 'connector.yaml'} validate --connect")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -268,5 +268,13 @@ class Connector(Model):
     labels: dict[str, list[str]] = {}
     state_dir: Path | None = None
     """Temp files and reject files (default: state/ beside connector.yaml)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_are_defaults(cls, data: Any) -> Any:
+        """A section whose lines are all commented out (YAML null) is the section's default."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None or key in ("schedule",)}
+        return data
 
 

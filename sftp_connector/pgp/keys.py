@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ import gnupg
 
 from sftp_connector import errors
 from sftp_connector.config import models
-from sftp_connector.private import private_dir
+from sftp_connector.private import private_dir, private_file
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +131,50 @@ def list_keys(keyring: Keyring) -> list[KeyInfo]:
                     secret=key["fingerprint"] in secret, expires=_iso_date(key.get("expires")),
                     algorithm=key.get("curve") or f"{_ALGORITHMS.get(key['algo'], key['algo'])}{key['length']}")
             for key in public]
+
+
+KEY_ALGORITHMS = {"ed25519": ("ed25519", "cv25519"), "rsa3072": ("rsa3072", "rsa3072")}
+"""The connector's own key: (primary for signing, subkey for encryption). ed25519 is gpg's default and fast
+to decrypt; rsa3072 for partners whose OpenPGP tools lack Curve25519."""
+
+
+def generate_key(uid: str, passphrase: str, private_out: Path, public_out: Path, algorithm: str = "ed25519") -> str:
+    """Given a user id, a passphrase and two files, make a new OpenPGP key (signing primary, encryption
+    subkey, no expiry) in a throwaway GnuPG home; write the private key (protected by the passphrase, 0600)
+    and the public key, both armored; return the fingerprint. Raise CryptoError if gpg fails."""
+    primary, subkey = KEY_ALGORITHMS[algorithm]
+    home = Path(tempfile.mkdtemp(prefix="sftpc-g", dir="/tmp"))  # short: gpg-agent's socket lives in it
+    try:
+        _gpg_with_passphrase(home, passphrase, "--quick-gen-key", uid, primary, "cert,sign", "never")
+        fingerprint = next(r[9] for r in _colons(home, "--list-secret-keys") if r[0] == "fpr")
+        _gpg_with_passphrase(home, passphrase, "--quick-add-key", fingerprint, subkey, "encr", "never")
+        public = _gpg_with_passphrase(home, passphrase, "--armor", "--export", fingerprint)
+        secret = _gpg_with_passphrase(home, passphrase, "--armor", "--export-secret-keys", fingerprint)
+    finally:
+        _gpgconf(home, "--kill", "gpg-agent")
+        shutil.rmtree(home, ignore_errors=True)
+    with private_file(private_out).open("w", encoding="ascii") as out:
+        out.write(secret)
+    public_out.write_text(public, encoding="ascii")
+    return fingerprint
+
+
+def _gpg_with_passphrase(home: Path, passphrase: str, *args: str) -> str:
+    """Run gpg in a throwaway home with the passphrase on its stdin (never its arguments); return its output."""
+    done = subprocess.run([shutil.which("gpg") or "gpg", "--homedir", str(home), "--batch", "--no-tty",
+                           "--pinentry-mode", "loopback", "--passphrase-fd", "0", *args],
+                          input=passphrase + "\n", env=_environment(), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise errors.CryptoError(f"gpg {args[0]} failed: {done.stderr.strip()[-500:]}")
+    return done.stdout
+
+
+def _colons(home: Path, *args: str) -> list[list[str]]:
+    """Given a GnuPG home and gpg listing arguments, return its --with-colons records (empty if gpg fails)."""
+    done = subprocess.run([shutil.which("gpg") or "gpg", "--homedir", str(home), "--batch", "--with-colons",
+                           "--fixed-list-mode", *args], env=_environment(), capture_output=True, text=True,
+                          check=False)
+    return [line.split(":") for line in done.stdout.splitlines()]
 
 
 # ── home and gpg process ──────────────────────────────────────────────────────────────
@@ -248,11 +293,8 @@ def iso_day(epoch: str) -> str:
 
 
 def _gpg_colons(keyring: Keyring, *args: str) -> list[list[str]]:
-    """Given gpg listing arguments, return its --with-colons records (empty if gpg fails)."""
-    done = subprocess.run([keyring.gpg.gpgbinary, "--homedir", str(keyring.home), "--batch", "--with-colons",
-                           "--fixed-list-mode", *args], env=_environment(), capture_output=True, text=True,
-                          check=False)
-    return [line.split(":") for line in done.stdout.splitlines()]
+    """Given gpg listing arguments, return its --with-colons records of the keyring (empty if gpg fails)."""
+    return _colons(keyring.home, *args)
 
 
 def _iso_date(epoch: str | None) -> str | None:

@@ -191,6 +191,25 @@ def _login(transport: paramiko.Transport, auth: models.SftpAuth, target: _Target
 # ── host keys and private keys ──────────────────────────────────────────────────────
 
 
+def server_host_key(host: str, port: int, timeout_s: float = 30) -> tuple[str, str, str]:
+    """Given a server, return its host key as (known_hosts line, key type, SHA256 fingerprint), trusting
+    nothing: the caller shows the fingerprint and writes the line only once the operator confirms it.
+    Raise TransportError if the server cannot be reached."""
+    target = _Target(host, port, "")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            transport = paramiko.Transport(sock)
+            try:
+                transport.banner_timeout = transport.handshake_timeout = timeout_s
+                transport.start_client(timeout=timeout_s)
+                key = transport.get_remote_server_key()
+            finally:
+                transport.close()
+    except (OSError, EOFError, paramiko.SSHException) as exc:
+        raise errors.TransportError(f"cannot fetch the host key of {target}: {_why(exc)}", transient=True) from exc
+    return f"{_known_name(target)} {key.get_name()} {key.get_base64()}", key.get_name(), key.fingerprint
+
+
 def _known_name(target: _Target) -> str:
     return target.host if target.port == 22 else f"[{target.host}]:{target.port}"
 
