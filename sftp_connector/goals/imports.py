@@ -44,9 +44,13 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
     A failing file fails the goal but not the files after it.
     """
     result = GoalResult(goal.name, goal.kind, started_at=time.time())
+    digest = goal_digest(ctx.config, goal)
     try:
         steps = processors.build(goal.processors)
-        candidates = selection.select(ctx, goal)
+        with ctx.store.connection() as conn:
+            records = queries.imported_files(conn, goal.name)
+        candidates = selection.select(ctx, goal, lambda remote: files.unchanged_by_listing(
+            remote, records.get(remote.path), digest, ctx.force))
     except ConfigError as exc:
         result.fail(str(InputError(str(exc)).located(goal=goal.name)))
         result.finished_at = time.time()
@@ -55,9 +59,6 @@ def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> G
         result.fail(str(exc.located(goal=goal.name)))
         result.finished_at = time.time()
         return result
-    digest = goal_digest(ctx.config, goal)
-    with ctx.store.connection() as conn:
-        records = queries.imported_files(conn, goal.name)
     ahead = _Ahead()
     jobs = [FileJob(goal, c, records, digest, steps, ahead) if c.ready else c for c in candidates]
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sftp_connector import files, sftp
@@ -31,12 +32,17 @@ class Candidate:
     """Why the linked set is incomplete, if it is."""
 
 
-def select(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> list[Candidate]:
-    """Given an import goal, list its directories and return the root files, each with its linked files
-    and its readiness.
+def select(
+    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups,
+    settled: Callable[[sftp.RemoteFile], bool] = lambda _: False,
+) -> list[Candidate]:
+    """Given an import goal and which files are as they were imported (`settled`), list its directories and
+    return the root files, each with its linked files and its readiness.
 
     A set is ready when every file in it has its done marker, or when their sizes and mtimes
-    stay unchanged for stable_after_s between two listings. Raise TransportError if listing fails.
+    stay unchanged for stable_after_s between two listings; a set whose files are all settled is
+    ready at once (it is skipped unread), so a run of unchanged files does not wait. Raise
+    TransportError if listing fails.
     """
     listed_at = time.time()
     listings: dict[str, list[sftp.RemoteFile]] = {}
@@ -45,13 +51,16 @@ def select(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -
     candidates = [_paired(goal, root, matched, listed_at) for root in roots]
     if goal.done_marker:
         return [replace(c, ready=all(_has_marker(goal, m, listings) for m in members(c))) for c in candidates]
-    if not candidates or goal.stable_after_s == 0:
+    fresh = [c for c in candidates if not all(settled(m.remote) for m in members(c))]
+    if not fresh or goal.stable_after_s == 0:
         return candidates
-    logger.info("goal %s: waiting %ss for %d file(s) to be stable", goal.name, goal.stable_after_s, len(candidates))
+    logger.info("goal %s: waiting %gs for %d new or changed file(s) to be stable", goal.name, goal.stable_after_s,
+                len(fresh))
     ctx.stop.wait(goal.stable_after_s)
     second = [r for directory in listings for r in ctx.session().list(directory)]
-    steady = files.stable([m.remote for c in candidates for m in members(c)], second)
-    return [replace(c, ready=all(m.remote.path in steady for m in members(c))) for c in candidates]
+    steady = files.stable([m.remote for c in fresh for m in members(c)], second)
+    return [replace(c, ready=all(m.remote.path in steady for m in members(c))) if c in fresh else c
+            for c in candidates]
 
 
 def _listed(

@@ -3,6 +3,10 @@ read-only commands, the exit code of a run that ran nothing."""
 
 from __future__ import annotations
 
+import logging
+import time
+
+import pytest
 import yaml
 
 from tests.fixtures.connector import Deployment
@@ -137,3 +141,22 @@ def test_validate_refuses_a_malformed_known_hosts_line(deployment: Deployment) -
     assert done.returncode == 2
     assert (f"connector.yaml: at sftp.known_hosts: {known_hosts}: line {len(lines) + 1} is not a host key line "
             "(the key is not valid base64): fix or remove it") in done.stderr
+
+
+def test_stable_after_s_waits_only_for_new_or_changed_files(
+    deployment: Deployment, caplog: pytest.LogCaptureFixture
+) -> None:
+    deployment.write_goal("customers", GOAL.replace("DIR", "in").replace("stable_after_s: 0", "stable_after_s: 2"))
+    deployment.put_encrypted("in/customers_1.csv.gpg", CSV, mtime=time.time() - 3600)
+    caplog.set_level(logging.INFO, logger="sftp_connector")
+    assert deployment.run().status == "success"
+    assert "goal customers: waiting 2s for 1 new or changed file(s) to be stable" in caplog.text
+    caplog.clear()
+    again = deployment.run()
+    assert [f.status for g in again.goals for f in g.files] == ["skipped_unchanged"]
+    assert "waiting" not in caplog.text
+    deployment.put_encrypted("in/customers_2.csv.gpg", CSV.replace("a@x", "b@x"), mtime=time.time() - 3600)
+    caplog.clear()
+    third = deployment.run()
+    assert "goal customers: waiting 2s for 1 new or changed file(s) to be stable" in caplog.text
+    assert sorted(f.status for g in third.goals for f in g.files) == ["imported", "skipped_unchanged"]
