@@ -107,7 +107,9 @@ def subject(result: RunResult, connector_name: str) -> str:
     failed = sum(g.status == "failed" for g in result.goals)
     goals = f"{total} goal{'s' * (total != 1)}"
     outcome = (f"{failed} of {total} goals failed" if failed
-               else f"{goals} finished before the stop" if result.status == "interrupted" else f"{goals} succeeded")
+               else f"{goals} finished before the stop" if result.status == "interrupted"
+               else f"{goals} skipped: another run holds their locks" if result.status == "skipped"
+               else f"{goals} succeeded")
     status = "succeeded" if result.status == "success" else result.status
     return f"[sftp-connector {connector_name}] run {result.run} {status}: {outcome}"
 

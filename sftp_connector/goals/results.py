@@ -14,7 +14,8 @@ logger = logging.getLogger(__name__)
 
 FileStatus = Literal["imported", "skipped_unchanged", "skipped_unstable", "failed", "exported", "dry_run"]
 GoalStatus = Literal["success", "failed", "skipped"]
-RunStatus = Literal["success", "failed", "interrupted"]
+RunStatus = Literal["success", "failed", "interrupted", "skipped"]
+"""skipped: nothing failed and nothing ran, every goal's lock being held by another run."""
 
 
 @dataclass(slots=True)
@@ -84,5 +85,6 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """Return 0 when every goal succeeded, 1 when any failed or the run was interrupted."""
-        return 0 if self.status == "success" else 1
+        """Return 0 when every goal succeeded, 3 when every goal was skipped (another run holds their locks),
+        1 when any failed or the run was interrupted."""
+        return {"success": 0, "skipped": 3}.get(self.status, 1)

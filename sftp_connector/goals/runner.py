@@ -122,6 +122,8 @@ def _finish(store: Store, result: RunResult, ctx: RunContext) -> None:
         result.status = "interrupted"
     elif any(g.status == "failed" for g in result.goals):
         result.status = "failed"
+    elif result.goals and all(g.status == "skipped" for g in result.goals):
+        result.status = "skipped"
     result.finished_at = time.time()
     try:
         history.finish(store, result)

@@ -51,8 +51,10 @@ def test_two_runs_started_together_import_the_file_once(deployment: Deployment, 
             assert until(lambda: proxy.stalled.is_set(), 30) and winner.proc.poll() is None
             assert snapshot(deployment) == before
             proxy.release()
-            assert (winner.wait(), loser.wait()) == (0, 0), (winner.stderr, loser.stderr)
+            # The loser ran nothing (its one goal's lock was held): exit 3, status skipped, for wrappers.
+            assert (winner.wait(), loser.wait()) == (0, 3), (winner.stderr, loser.stderr)
 
+    assert outcome(loser)["status"] == "skipped"
     [skipped] = outcome(loser)["goals"]
     assert (skipped["status"], skipped["files"]) == ("skipped", [])
     assert "lock held" in skipped["error"]
