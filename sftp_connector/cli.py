@@ -394,7 +394,8 @@ def keys_import(file: Annotated[Path, typer.Argument(help="An OpenPGP key file (
     """Import a key file into the connector's GnuPG home."""
     config = _config(load.KEYS_ONLY)
     try:
-        fingerprints = pgp.import_keys(_keyring(config), file)
+        with _keyring(config) as keyring:
+            fingerprints = pgp.import_keys(keyring, file)
     except ConnectorError as exc:
         err.print(visible(str(exc)), markup=False)
         raise typer.Exit(1) from exc
@@ -409,17 +410,25 @@ def keys_list() -> None:
     table = Table()
     for column in ("fingerprint", "user ids", "secret", "expires"):
         table.add_column(column)
-    for key in pgp.list_keys(_keyring(config)):
+    with _keyring(config) as keyring:
+        listed = pgp.list_keys(keyring)
+    for key in listed:
         table.add_row(key.fingerprint, visible(", ".join(key.uids)), "yes" if key.secret else "no", key.expires or "")
     out.print(table)
 
 
-def _keyring(config: load.Config) -> pgp.Keyring:
+@contextlib.contextmanager
+def _keyring(config: load.Config) -> Iterator[pgp.Keyring]:
+    """The connector's keyring, its gpg-agent stopped after (as `run` does): a command leaves no process."""
     try:
-        return pgp.open_keyring(config.connector.pgp, config.base_dir / "keys" / "gnupg")
+        keyring = pgp.open_keyring(config.connector.pgp, config.base_dir / "keys" / "gnupg")
     except ConfigError as exc:
         _fail_config(exc)
-    raise AssertionError("unreachable")
+        raise AssertionError("unreachable") from exc
+    try:
+        yield keyring
+    finally:
+        pgp.stop_agent(keyring)
 
 
 @store_app.command("upgrade")

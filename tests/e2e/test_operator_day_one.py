@@ -4,6 +4,7 @@ read-only commands, the exit code of a run that ran nothing."""
 from __future__ import annotations
 
 import logging
+import subprocess
 import time
 
 import pytest
@@ -160,3 +161,12 @@ def test_stable_after_s_waits_only_for_new_or_changed_files(
     third = deployment.run()
     assert "goal customers: waiting 2s for 1 new or changed file(s) to be stable" in caplog.text
     assert sorted(f.status for g in third.goals for f in g.files) == ["imported", "skipped_unchanged"]
+
+
+def test_keys_commands_leave_no_gpg_agent_running(deployment: Deployment) -> None:
+    home = (deployment.dir / "gnupg-home").read_text()
+    for args in (["keys", "import", str(deployment.keys.partner_public)], ["keys", "list"]):
+        done = deployment.cli(*args)
+        assert done.returncode == 0, done.stderr
+        agents = subprocess.run(["pgrep", "-f", f"gpg-agent --homedir {home}"], capture_output=True, text=True)
+        assert agents.stdout == "", (args, agents.stdout)
