@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from sftp_connector import history
-from sftp_connector.goals.results import FileResult, RunResult
+from sftp_connector.goals.results import FileResult, GoalResult, RunResult
 from sftp_connector.shown import visible
 
 
@@ -22,28 +23,68 @@ def run_json(result: RunResult) -> dict[str, Any]:
             "goals": [g.as_json() for g in result.goals]}
 
 
+COLUMNS = ("goal", "file", "status", "read", "applied", "unchanged", "rows rejected", "cells rejected", "exported",
+           "error")
+WIDE = 150
+"""Terminal columns from which the summary is a table; below, one block of lines per file."""
+
+
 def print_summary(result: RunResult, console: Console) -> None:
-    """Given a run's result, print one table row per file and a closing status line."""
-    table = Table(title=f"run {result.run}" + (" (dry run)" if result.dry_run else ""))
-    for column in ("goal", "file", "status", "read", "applied", "unchanged", "rejected", "error"):
-        table.add_column(column, overflow="fold")
-    for goal in result.goals:
-        # Unchanged files are counted, not listed: a goal may watch thousands of them.
-        skipped = sum(1 for f in goal.files if f.status == "skipped_unchanged")
-        shown = [f for f in goal.files if f.status != "skipped_unchanged"]
-        if not shown:
-            table.add_row(goal.goal, f"{skipped} unchanged file(s)" if skipped else "", goal.status, "", "", "", "",
-                          visible(goal.error or ""))
-        for file in shown:
-            c = file.counts
-            table.add_row(goal.goal, visible(file.path), file.status, str(c.rows_read), str(c.rows_applied),
-                          str(c.rows_unchanged), str(c.rows_rejected + c.cells_rejected), visible(_problems(file)))
-        if shown and skipped:
-            table.add_row(goal.goal, f"{skipped} unchanged file(s)", "skipped_unchanged", "", "", "", "", "")
-    console.print(table)
+    """Given a run's result, print one row per file (files are named, their paths are in history) and a
+    closing status line: a table on a wide terminal, a block of lines per file on a narrow one."""
+    rows = [_cells(goal, file) for goal in result.goals for file in _listed(goal)]
+    title = f"run {result.run}" + (" (dry run)" if result.dry_run else "")
+    if console.width >= WIDE:
+        table = Table(title=title)
+        for column in COLUMNS:
+            wraps = column in ("file", "error")
+            table.add_column(column, overflow="fold" if wraps else "ellipsis", no_wrap=not wraps,
+                             justify="right" if column in COLUMNS[3:9] else "left")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        console.print(title, markup=False, highlight=False)
+        for row in rows:
+            _print_block(row, console)
     console.print(f"{result.status}: {_touched(result, 'profiles')}" + (
         f"; {_touched(result, 'groups')}" if any(g.kind == "import-groups" for g in result.goals) else ""),
         markup=False, highlight=False)
+
+
+def _listed(goal: GoalResult) -> list[FileResult | str]:
+    """A goal's rows: each file but the unchanged ones, which are counted on one row (a goal may watch thousands
+    of them); a goal with no file at all gets one row (its status and error)."""
+    unchanged = sum(1 for f in goal.files if f.status == "skipped_unchanged")
+    shown: list[FileResult | str] = [f for f in goal.files if f.status != "skipped_unchanged"]
+    if unchanged:
+        shown.append(f"{unchanged} unchanged file(s)")
+    return shown or [""]
+
+
+def _cells(goal: GoalResult, file: FileResult | str) -> tuple[str, ...]:
+    """One row: a file with the counts that apply to its goal's kind, or a goal-level line (text)."""
+    if isinstance(file, str):
+        status = "skipped_unchanged" if file else goal.status
+        return (goal.goal, file, status, *[""] * 6, visible(goal.error or "") if not file else "")
+    name = visible(posixpath.basename(file.path))
+    if goal.kind == "export-profiles":
+        return (goal.goal, name, file.status, *[""] * 5, str(file.rows_exported), visible(_problems(file)))
+    c = file.counts
+    counts = (c.rows_read, c.rows_applied, c.rows_unchanged, c.rows_rejected, c.cells_rejected)
+    return (goal.goal, name, file.status, *map(str, counts), "", visible(_problems(file)))
+
+
+def _print_block(row: tuple[str, ...], console: Console) -> None:
+    """One row on a narrow terminal: goal, file and status, then the counts that are set, then the error."""
+    goal, name, status, *counts, error = row
+    say = lambda text: console.print(text, markup=False, highlight=False)  # noqa: E731
+    say(f"{goal}: {name} {status}" if name else f"{goal}: {status}")
+    numbers = [f"{label} {value}" for label, value in zip(COLUMNS[3:9], counts, strict=True) if value]
+    if numbers:
+        say("  " + ", ".join(numbers))
+    if error:
+        say(f"  error: {error}")
 
 
 def _problems(file: FileResult) -> str:
