@@ -20,6 +20,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument, TyperOption
 
 from sftp_connector import entry, files, history, logs, notify, pgp, sftp, summary
 from sftp_connector.config import load, models
@@ -27,6 +28,19 @@ from sftp_connector.errors import ConfigError, ConnectorError, GoalError
 from sftp_connector.goals import runner
 from sftp_connector.shown import visible
 from sftp_connector.store import db, migrate, queries
+
+
+def _shown_type(param: Any, ctx: Any) -> str | None:
+    """Typer prints each parameter's Python type in --help (`<bool>` beside a flag, `<list[str]>` beside the
+    goals): an operator reads the argument's name and the option's value type (`--rows <int>`), no more."""
+    if isinstance(param, TyperArgument) or getattr(param, "is_flag", False):
+        return None
+    return _option_type(param, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _shown_type  # type: ignore[method-assign]
+TyperArgument.display_type_rich = _shown_type  # type: ignore[method-assign]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Keep a profile store in sync with partners through PGP-encrypted CSV files on SFTP.")
@@ -103,7 +117,8 @@ def _store(config: load.Config, *, for_upgrade: bool = False) -> db.Store:
 
 @app.command()
 def run(
-    goals: Annotated[list[str] | None, typer.Argument(help="Goals to run (default: every enabled goal).")] = None,
+    goals: Annotated[list[str] | None, typer.Argument(metavar="GOAL",
+                                                      help="Goals to run (default: every enabled goal).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Do everything but write, move or upload.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-import files even when unchanged.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run as JSON.")] = False,
@@ -215,7 +230,7 @@ def _show_schedule(config: load.Config) -> None:
 
 @app.command("preview")
 def preview_command(
-    goal: Annotated[str, typer.Argument(help="The import goal to preview.")],
+    goal: Annotated[str, typer.Argument(metavar="GOAL", help="The import goal to preview.")],
     rows: Annotated[int, typer.Option("--rows", min=0, help="Rows of each file to show.")] = 10,
 ) -> None:
     """Show an import goal's matched files, detected columns and first rows (decrypted); change nothing."""
@@ -390,7 +405,9 @@ def profiles_get(by: Annotated[str, typer.Option("--by", help="PROPERTY=VALUE")]
 
 
 @keys_app.command("import")
-def keys_import(file: Annotated[Path, typer.Argument(help="An OpenPGP key file (armored or binary).")]) -> None:
+def keys_import(
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="An OpenPGP key file (armored or binary).")],
+) -> None:
     """Import a key file into the connector's GnuPG home."""
     config = _config(load.KEYS_ONLY)
     try:
@@ -469,7 +486,8 @@ def demo(
 
 @app.command("init")
 def init_command(
-    directory: Annotated[Path, typer.Argument(help="The folder to write the deployment in (created if missing).")],
+    directory: Annotated[Path, typer.Argument(metavar="DIR",
+                                              help="The folder to write the deployment in (created if missing).")],
     host: Annotated[str | None, typer.Option(help="The SFTP server: its host key is fetched and shown.")] = None,
     port: Annotated[int, typer.Option(help="The SFTP server's port.")] = 22,
     user: Annotated[str, typer.Option(help="The login name on the SFTP server.")] = "acme",
