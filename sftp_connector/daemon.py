@@ -100,7 +100,8 @@ def main(config_path: Path, *, health_host: str, health_port: int | None) -> int
     logger.info("daemon started (schedule: %s)", _describe(config.connector.schedule))
     try:
         daemon.stop.wait()
-        logger.info("stopping: the file in hand is rolled back and imported next run")
+        logger.info("stopping: %s", "the run in hand stops at its next file or batch; the file in hand is rolled "
+                    "back and imported next run" if daemon.running.locked() else "no run in progress")
     finally:
         daemon.scheduler.shutdown(wait=False)
         # The run in hand sees the stop flag between files and batches; wait for it, but not forever.
@@ -124,12 +125,12 @@ def _on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def _last_scheduled_run(store: db.Store) -> datetime:
-    """When the last scheduled run started: a run due since then runs once on start-up. A daemon that never
-    ran counts as having missed the latest due run, so a first start runs at once."""
-    with store.engine.connect() as conn:
+def _last_scheduled_run(store: db.Store) -> datetime | None:
+    """When the last scheduled run started (a run due since then runs once on start-up), or None if the daemon
+    never ran (its first start runs at once)."""
+    with store.connection() as conn:
         started = runs.last_started(conn, "schedule")
-    return datetime.fromtimestamp(started or 0, UTC)
+    return None if started is None else datetime.fromtimestamp(started, UTC)
 
 
 def _describe(settings: Any) -> str:

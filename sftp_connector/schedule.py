@@ -225,7 +225,8 @@ class Scheduler:
     is busy is skipped, APScheduler logs a warning); fire times missed while the process was stalled are coalesced
     into one late run (misfire_grace_time=None: however late). A run missed while the daemon was down is detected
     from `last_run_at` (when the last run finished, or started if it never finished; naive = UTC) and run once at
-    start, then the schedule continues on its own phase."""
+    start, then the schedule continues on its own phase; a daemon that never ran (`last_run_at` None) runs at
+    once on its first start."""
 
     def __init__(self, trigger: BaseTrigger, run_now: Callable[[], object], *,
                  last_run_at: datetime | None = None) -> None:
@@ -235,17 +236,19 @@ class Scheduler:
         self._scheduler = BackgroundScheduler(timezone=UTC)
 
     def start(self) -> None:
-        """Start the schedule; if a fire time passed since last_run_at, run once immediately."""
-        missed = None
-        if self._last_run_at is not None:
-            missed = missed_run_at(self._trigger, self._last_run_at, datetime.now(UTC))
+        """Start the schedule; on a first start, or if a fire time passed since last_run_at, run once at once."""
+        now = datetime.now(UTC)
+        first = self._last_run_at is None
+        missed = now if first else missed_run_at(self._trigger, self._last_run_at, now)  # type: ignore[arg-type]
         # A past next_run_time makes the job due at once; APScheduler coalesces the fire times up to now into one
         # run and computes the next from the trigger, so the schedule keeps its phase.
         when = {} if missed is None else {"next_run_time": missed}
         self._scheduler.add_job(self._run, self._trigger, id=_JOB_ID, name="run", max_instances=1, coalesce=True,
                                 misfire_grace_time=None, **when)
         self._scheduler.start()
-        if missed is not None:
+        if first:
+            logger.info("first start: running now, then on the schedule")
+        elif missed is not None:
             logger.info("a run was due at %s while the daemon was down: running it now", _iso(missed))
         else:
             self._log_next()
@@ -275,6 +278,8 @@ class Scheduler:
             self._log_next()
 
     def _log_next(self) -> None:
+        if not self._scheduler.running:  # stopped (the daemon is stopping): there is no next run to name
+            return
         next_run = self.next_run_at()
         logger.info("next run at %s", _iso(next_run) if next_run else "never (the schedule has ended)")
 

@@ -129,10 +129,17 @@ def test_sigterm_mid_file_rolls_it_back_and_exits_0(deployment: Deployment) -> N
     deployment.put("in/customers_1.csv", "email,name\n" + rows, mtime=OLD)
     with daemon(deployment) as running:  # never ran before: it runs once on start-up
         wait(lambda: running.logged("goal customers (import-profiles): start"), what="the goal to start")
+        assert running.logged("first start: running now, then on the schedule")
         time.sleep(1.0)
         started = time.monotonic()
         assert running.stop(timeout=90) == 0
         assert time.monotonic() - started < 60
+    assert running.logged("stopping: the run in hand stops at its next file or batch")
+    assert not running.logged("while the daemon was down") and not running.logged("never (the schedule has ended)")
+    with daemon(deployment) as idle:  # it ran before, nothing is due: it waits, and stops idle
+        wait(lambda: idle.logged("next run at"), what="the next run's time")
+        assert idle.stop() == 0
+    assert idle.logged("stopping: no run in progress")
     [last] = runs(deployment)[:1]
     assert last["status"] == "interrupted", last
     assert deployment.profiles() == []

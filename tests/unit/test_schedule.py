@@ -287,3 +287,25 @@ def test_a_failing_run_is_logged_and_the_schedule_goes_on(caplog: pytest.LogCapt
 ])
 def test_schedule_in_words(given: dict[str, Any], words: str) -> None:
     assert schedule.in_words(models.Schedule.model_validate(given)) == words
+
+
+def test_first_start_says_so_and_a_stopped_scheduler_names_no_next_run(caplog: pytest.LogCaptureFixture) -> None:
+    now = datetime.now(UTC)
+    at = (now + timedelta(minutes=30)).strftime("%H:%M")
+    done, release = threading.Event(), threading.Event()
+    scheduler: schedule.Scheduler
+
+    def run_now() -> None:
+        done.set()
+        release.wait(5)  # the daemon is stopped while this run is in hand
+
+    scheduler = schedule.Scheduler(schedule.trigger(models.Schedule(every_minutes=60, at=at), now=now), run_now,
+                                   last_run_at=None)
+    with caplog.at_level(logging.INFO, logger="sftp_connector.schedule"):
+        scheduler.start()
+        assert done.wait(2)
+        scheduler.shutdown(wait=False)
+        release.set()
+        time.sleep(0.3)
+    assert "first start: running now, then on the schedule" in caplog.messages
+    assert not [m for m in caplog.messages if "while the daemon was down" in m or "never" in m], caplog.messages
