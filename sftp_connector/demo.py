@@ -106,6 +106,21 @@ groups: [{type: household, field: household}]
 """
 
 
+NEWSLETTER_GOAL = """\
+kind: export-profiles
+name: newsletter
+segment: newsletter
+directory: out/newsletter
+filename: "newsletter_{run}.csv"
+columns:
+  - {column: id, value: profile_id}
+  - {column: email, property: email}
+  - {column: first_name, property: first_name}
+  - {column: interests, property: interests}
+  - {column: segments, value: segments}
+"""
+
+
 def main(keep: Path | None, console: Console) -> int:
     """Given an optional folder to keep the demo in, run the tour and return its exit code."""
     base = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="sftpc-demo-"))
@@ -140,8 +155,13 @@ def _tour(base: Path, console: Console) -> int:
         code = max(code, _run(base, console))
         _show_profiles(base, console)
         _show_events(base, console)
+        _show_rejects(base, console)
+        console.print("[bold]4.[/] the connector exports the newsletter segment (newsletter: yes, with an email), "
+                      "encrypted to the partner's key; the partner decrypts it:")
+        (base / "goals" / "newsletter.yaml").write_text(NEWSLETTER_GOAL)
+        code = max(code, _run(base, console, "newsletter"))
+        _show_export(partner, server_root / "out" / "newsletter", console)
     shutil.rmtree(partner.gnupghome, ignore_errors=True)
-    console.print(f"rejected cells are in {base / 'state' / 'rejects'} (kept with --keep)", markup=False)
     return code
 
 
@@ -171,6 +191,12 @@ def _partner_keys(base: Path) -> gnupg.GPG:
     passphrase.write_text(PASSPHRASE + "\n")
     passphrase.chmod(0o600)
     partner.demo_fingerprint = key.fingerprint  # type: ignore[attr-defined]
+    # The partner's own key, which the connector encrypts exports to.
+    own = partner.gen_key(partner.gen_key_input(key_type="EDDSA", key_curve="ed25519", subkey_type="ECDH",
+                                                subkey_curve="cv25519", name_real="demo partner",
+                                                name_email="partner@demo.invalid", no_protection=True,
+                                                expire_date=0))
+    (base / "keys" / "partner.public.asc").write_text(partner.export_keys(own.fingerprint, armor=True))
     return partner
 
 
@@ -194,8 +220,15 @@ def _write_config(base: Path, server: loopback.LoopbackServer) -> None:
           decrypt:
             private_key: keys/connector.private.asc
             passphrase_file: keys/pgp.passphrase
+          encrypt:
+            recipients: [keys/partner.public.asc]
         store:
           url: sqlite:///state/connector.db
+        segments:
+          newsletter:
+            all:
+              - {{property: newsletter, equals: "yes"}}
+              - {{property: email, exists: true}}
         """))
 
 
@@ -210,11 +243,11 @@ def _drop(partner: gnupg.GPG, root: Path, name: str, rows: list[list[str]]) -> N
         raise RuntimeError(f"gpg could not encrypt the demo file: {result.status}")
 
 
-def _run(base: Path, console: Console) -> int:
+def _run(base: Path, console: Console, *names: str) -> int:
     config = load.load(base / "connector.yaml")
     store = db.open_store(config.connector.store.url)
     try:
-        result = runner.run(config, store)
+        result = runner.run(config, store, names=list(names))
     finally:
         store.dispose()
     summary.print_summary(result, console)
@@ -256,3 +289,26 @@ def _show_events(base: Path, console: Console) -> None:
     store.dispose()
     console.print(events)
     console.print(products)
+
+
+def _show_rejects(base: Path, console: Console) -> None:
+    """Print the rejected rows as the rejects files hold them (the folder goes with the demo's temp dir)."""
+    table = Table(title="rejected cells (state/rejects/<run>/<file>.csv): the rest of each row was applied")
+    for column in ("file", "row", "column", "value", "why"):
+        table.add_column(column)
+    for path in sorted((base / "state" / "rejects").glob("*/*.csv")):
+        with path.open(newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                column = row["_column"]
+                table.add_row(path.name, row["_row"], column, row.get(column, ""), row["_reason"])
+    console.print(table)
+
+
+def _show_export(partner: gnupg.GPG, folder: Path, console: Console) -> None:
+    """Decrypt the exported file as the partner would and print it."""
+    for path in sorted(folder.iterdir()):
+        plain = partner.decrypt_file(str(path), always_trust=True)
+        if not plain.ok:
+            raise RuntimeError(f"the partner could not decrypt the demo export: {plain.status}")
+        console.print(f"{path.name}:", markup=False, highlight=False)
+        console.print(bytes(plain.data).decode().rstrip(), markup=False, highlight=False)

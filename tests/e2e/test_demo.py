@@ -24,6 +24,13 @@ def test_demo_tours_an_import_and_keeps_its_folder(tmp_path: Path) -> None:
     assert "37.5" in done.stdout  # orders.amount summed into total_spent
     assert "books|chess|running" in done.stdout  # add
     assert "Robert" in done.stdout  # set
+    # The rejected cell is shown as its rejects file holds it (row, column, value, why).
+    assert "customers_001.csv │ 4   │ points │ not-a-number │ `points` is not a number" in done.stdout
+    # Step 4: the newsletter export, encrypted to the partner, decrypted back by the partner.
+    assert "id,email,first_name,interests,segments" in done.stdout
+    assert "2,bob@example.com,Robert,cycling,newsletter" in done.stdout
+    assert "eve@example.com" not in done.stdout.split("id,email,first_name")[1]  # newsletter: no
+    assert [p.suffix for p in (tmp_path / "demo" / "server" / "out" / "newsletter").iterdir()] == [".gpg"]
     assert (tmp_path / "demo" / "state" / "connector.db").exists()
     assert "Traceback" not in done.stderr
     assert oct((tmp_path / "demo" / "keys" / "connector.private.asc").stat().st_mode)[-3:] == "600"
