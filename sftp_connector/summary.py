@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from sftp_connector import history
 from sftp_connector.goals.results import FileResult, GoalResult, RunResult
@@ -99,18 +110,61 @@ def _touched(result: RunResult, what: str) -> str:
 
 
 @contextmanager
-def progress_bars(console: Console) -> Iterator[Callable[[str, int, int], None] | None]:
-    """Yield a (what, done, total) callback drawing progress bars on a terminal, or None elsewhere."""
+def progress_bars(console: Console) -> Iterator[Bars | None]:
+    """Yield a progress callback drawing bars on a terminal (downloads in bytes, merges and exports in rows,
+    each with its rate and time left), or None elsewhere: off a terminal the log lines say what happens."""
     if not console.is_terminal:
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), _Amount(), _Rate(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bars:
-        tasks: dict[str, Any] = {}
+        yield Bars(bars)
 
-        def report(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = bars.add_task(what, total=total)
-            bars.update(tasks[what], completed=done)
 
-        yield report
+class Bars:
+    """The progress callback (see goals.context.Progress): one bar per (what), gone once it is done, so the
+    bars of finished downloads and merges are not drawn again while later work goes on."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+
+    def __call__(self, what: str, done: int, total: int, unit: str) -> None:
+        if what not in self._tasks:
+            self._tasks[what] = self._progress.add_task(what, total=total or None, unit=unit)
+        task = self._tasks[what]
+        self._progress.update(task, completed=done, total=total or None)
+        if total and done >= total:
+            self._progress.remove_task(task)
+            del self._tasks[what]
+
+    def shown(self) -> list[str]:
+        """The bars on screen now, by what they count."""
+        return list(self._tasks)
+
+
+class _Amount(ProgressColumn):
+    """Bytes as a download column shows them; rows as "5,000/20,000 rows"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self._bytes.render(task)
+        of = f"/{task.total:,.0f}" if task.total else ""
+        return Text(f"{task.completed:,.0f}{of} rows")
+
+
+class _Rate(ProgressColumn):
+    """Bytes or rows a second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = TransferSpeedColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "bytes":
+            return self._bytes.render(task)
+        return Text(f"{task.speed:,.0f} rows/s" if task.speed else "")

@@ -14,7 +14,8 @@ import csv
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import IO, Any
 
 import polars as pl
@@ -48,6 +49,10 @@ class CsvData:
     columns: tuple[str, ...]
     rejects: tuple[errors.RowReject, ...]
     rows_read: int
+    text_read: int = 0
+    """Bytes of the (UTF-8) text read up to the end of this batch: with text_size, how far the file is."""
+    text_size: int | None = None
+    """The text's size in bytes, None while it is still being written (a decryption under way)."""
 
 
 # ── records: polars, checked ─────────────────────────────────────────────────────────
@@ -214,13 +219,14 @@ def _records(feed: Feed, options: models.Csv, width: int) -> Iterator[tuple[list
 def batched(text: Source, layout: Layout, options: models.Csv, label: str, batch_rows: int) -> Iterator[CsvData]:
     """Given the UTF-8 file, yield its rows in batches of about batch_rows (at least one batch)."""
     first_row = 1
-    for chunk in _chunks(text, layout.offset, options, batch_rows):
+    size = text.stat().st_size if isinstance(text, Path) else None
+    for chunk, end in _chunks(text, layout.offset, options, batch_rows):
         if isinstance(chunk, _LongLine):
             data = CsvData(_no_rows(layout.names), layout.names, (chunk.reject(label, first_row),), 1)
         else:
             data = _span(chunk, layout, options, label, first_row)
         first_row += data.rows_read
-        yield data
+        yield replace(data, text_read=end, text_size=size)
     if first_row == 1:  # no records: one empty batch still carries the columns
         yield _span(b"", layout, options, label, first_row)
 
@@ -240,10 +246,10 @@ def _no_rows(names: tuple[str, ...]) -> pl.DataFrame:
     return pl.DataFrame(schema={**dict.fromkeys(names, pl.String), ROW: pl.Int64})
 
 
-def _chunks(text: Source, offset: int, options: models.Csv, batch_rows: int) -> Iterator[bytes | _LongLine]:
+def _chunks(text: Source, offset: int, options: models.Csv, batch_rows: int) -> Iterator[tuple[bytes | _LongLine, int]]:
     """Given the UTF-8 file and where its data starts, yield runs of whole records, about
     batch_rows each and at most MAX_CHUNK bytes, each cut at a newline after an even number of
-    quotes; and, for a line longer than MAX_CHUNK, a _LongLine in its place.
+    quotes; and, for a line longer than MAX_CHUNK, a _LongLine in its place; each with the offset it ends at.
 
     Runs of a megabyte or more start smaller (an eighth, a quarter, a half): a merge's stages
     work on different batches at once, and small first batches get them all working sooner.
@@ -259,16 +265,16 @@ def _chunks(text: Source, offset: int, options: models.Csv, batch_rows: int) -> 
             block = file.read(size)
             if b"\n" not in block and len(block) >= MAX_CHUNK:  # one line longer than a chunk may be
                 skipped, line = _skip_line(file, block, options.delimiter.encode())
-                yield line
+                yield line, offset + skipped
                 offset, size = offset + skipped, step
                 continue
             if len(block) < size:  # the rest of the file
                 if block:
-                    yield block
+                    yield block, offset + len(block)
                 return
             cut = _cut(block, needle, force=size >= min(8 * max(base, BLOCK), MAX_CHUNK))
             if cut:
-                yield block[:cut]
+                yield block[:cut], offset + cut
                 step = min(base, 2 * step)
             offset, size = offset + cut, step if cut else min(2 * size, MAX_CHUNK)
 

@@ -25,6 +25,11 @@ from sftp_connector.store.db import Store
 logger = logging.getLogger(__name__)
 
 
+Progress = Callable[[str, int, int, str], None]
+"""Told (what, done, total, unit) during long work: unit "bytes" (a download) or "rows" (merged, exported);
+total is an estimate while it is not known (rows of a file still being read), 0 if there is none."""
+
+
 @dataclass(slots=True)
 class RunContext:
     """One run's shared state. The SFTP session and keyring are opened on first use."""
@@ -35,8 +40,8 @@ class RunContext:
     dry_run: bool = False
     force: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
-    progress: Callable[[str, int, int], None] | None = None
-    """Told (what, done, total) during long work; the CLI draws progress bars with it on a terminal."""
+    progress: Progress | None = None
+    """Told how long work goes; the CLI draws progress bars with it on a terminal."""
     _session: sftp.Session | None = None
     _session_error: GoalError | None = None
     _keyring: pgp.Keyring | None = None

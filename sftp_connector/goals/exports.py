@@ -135,9 +135,14 @@ def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name:
     sink = export_files.Sink(ctx.work_dir / sftp.local_name(main), main, goal)
     properties, flags = list(chosen.properties), list(chosen.flags)
     pages = store_exports.pages(conn, query, export_files.page_schema(properties, flags))
+    total = store_exports.count(conn, query) if ctx.progress is not None else 0
+    exported = 0
     for page in read_ahead(pages, depth=2, name="export-pages"):
         sink.add(export_files.render(ctx.config.connector, goal, properties, flags, page))
         done.ids.append(page.get_column("id"))
+        exported += page.height
+        if ctx.progress is not None:
+            ctx.progress(f"{main} rows exported", exported, max(total, exported), "rows")
     written = sink.close()
     done.files.append(written)
     if goal.events is not None and (written.rows or goal.export_empty):

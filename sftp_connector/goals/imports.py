@@ -255,7 +255,7 @@ def _download(
     report = ctx.progress
     local = _local(ctx, remote)
     ctx.session().download(remote, local, max_bytes=goal.max_file_bytes,
-                           progress=(lambda done: report(remote.name, done, remote.size)) if report else None)
+                           progress=(lambda done: report(remote.name, done, remote.size, "bytes")) if report else None)
     return Local(entry, remote, sha256_of(local))
 
 
@@ -355,6 +355,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             rejects += [*data.rejects, *processed.rejects]
             kept, erasures = sync.split_erasures(processed.frame, goal, d.remote.name)
             pipeline.apply(kept, state)
+            _report_rows(ctx, d, data, counts.rows_read)
             if not erasures.is_empty() or _has_events(goal):  # they read the store: this batch must be in it
                 pipeline.flush(store_changes=not erasures.is_empty())
             counts.erased += sync.erase(ctx.store, conn, erasures, merge_ctx, now=now)
@@ -374,7 +375,21 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             state.counts.cleared = sync.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
         touched = merge.finish(conn, [state], cleared=state.counts.cleared)
     totals.touch(*touched)  # only once committed: a failed commit created and updated nothing
+    if ctx.progress is not None:
+        ctx.progress(f"{d.remote.name} rows merged", state.counts.rows_read, state.counts.rows_read, "rows")
     return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts)]
+
+
+def _report_rows(ctx: RunContext, d: Local, data: csvio.CsvData, rows: int) -> None:
+    """Tell the progress display how many rows of the file went to the merge, and about how many it has: the
+    rows so far scaled by the bytes read of the text's size (of the plaintext written so far while gpg still
+    decrypts: the estimate grows to the count)."""
+    if ctx.progress is None:
+        return
+    size = data.text_size if data.text_size is not None else \
+        d.decryption.plaintext_bytes if d.decryption is not None else 0
+    total = rows * size // data.text_read if data.text_read else 0
+    ctx.progress(f"{d.remote.name} rows merged", rows, max(total, rows), "rows")
 
 
 def _stop_if_asked(ctx: RunContext) -> None:

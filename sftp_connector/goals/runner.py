@@ -11,7 +11,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sftp_connector import history
@@ -19,7 +19,7 @@ from sftp_connector.config import models
 from sftp_connector.config.load import Config
 from sftp_connector.errors import ConfigError, GoalError, StoreError
 from sftp_connector.goals import exports, imports, locks
-from sftp_connector.goals.context import RunContext
+from sftp_connector.goals.context import Progress, RunContext
 from sftp_connector.goals.results import GoalResult, RunResult
 from sftp_connector.private import private_dir
 from sftp_connector.store.db import Store
@@ -53,7 +53,7 @@ def run(
     force: bool = False,
     trigger: str = "cli",
     stop: threading.Event | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Given the configuration and store, run the chosen goals now and return the recorded result.
 

@@ -139,6 +139,11 @@ class Decryption:
         exited): what was read is not to be used, and `wait` raises why."""
         return self._progress.refusal is not None or isinstance(self._outcome, BaseException)
 
+    @property
+    def plaintext_bytes(self) -> int:
+        """How many bytes of plaintext gpg has written so far (all of it once it is done)."""
+        return self._progress.flushed
+
     def open(self) -> IO[bytes]:
         """Return the plaintext as a file: a read waits for gpg to write that far (b"" once gpg is done).
         Raise as `wait` does if gpg failed before it; a read raises InputError once the plaintext has

@@ -86,6 +86,12 @@ def _any(tests: list[str]) -> str:
     return f"({_any(tests[:half])} OR {_any(tests[half:])})"
 
 
+def count(conn: Connection, query: Query) -> int:
+    """Given a compiled selection, return how many profiles it selects (for the progress display's total)."""
+    rows = queries.fetch(conn, f"SELECT count(*) FROM profile p WHERE {query.where}", query.params)
+    return int(rows[0][0])
+
+
 def pages(conn: Connection, query: Query, schema: dict[str, Any], page: int = PAGE) -> Iterator[pl.DataFrame]:
     """Given a compiled selection and the schema of (id, properties…, flags…), yield its profiles in id order,
     a page at a time, as frames of that schema."""

@@ -170,3 +170,19 @@ def test_keys_commands_leave_no_gpg_agent_running(deployment: Deployment) -> Non
         assert done.returncode == 0, done.stderr
         agents = subprocess.run(["pgrep", "-f", f"gpg-agent --homedir {home}"], capture_output=True, text=True)
         assert agents.stdout == "", (args, agents.stdout)
+
+
+def test_progress_reports_rows_merged_with_an_estimated_total(deployment: Deployment) -> None:
+    deployment.write_goal("customers", GOAL.replace("DIR", "in"))
+    rows = "".join(f"c{i}@x.com,{i % 5}\n" for i in range(120_000))
+    deployment.put_encrypted("in/customers_1.csv.gpg", "email,points\n" + rows, mtime=time.time() - 3600)
+    calls: list[tuple[str, int, int, str]] = []
+    assert deployment.run(progress=lambda *call: calls.append(call)).status == "success"
+    downloaded = [c for c in calls if c[3] == "bytes"]
+    merged = [c for c in calls if c[3] == "rows"]
+    assert downloaded and downloaded[-1][1] == downloaded[-1][2]
+    assert len(merged) >= 2 and merged[-1][1:3] == (120_000, 120_000)  # the last report: done
+    assert all(what == "customers_1.csv.gpg rows merged" for what, *_ in merged)
+    assert [done for _, done, _, _ in merged] == sorted(done for _, done, _, _ in merged)
+    first_total = merged[0][2]
+    assert 60_000 < first_total < 240_000  # estimated from the bytes read so far, before the end

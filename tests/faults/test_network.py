@@ -117,7 +117,7 @@ def test_the_server_restarted_during_the_backoff_the_run_recovers_by_itself(
     restart = RestartOnSecondRetry(switch)
     crashed: list[tuple[int, int]] = []
 
-    def crash(_what: str, done: int, total: int) -> None:
+    def crash(_what: str, done: int, total: int, _unit: str) -> None:
         if not crashed:
             crashed.append((done, total))
             switch.stop()

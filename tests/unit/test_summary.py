@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 from rich.console import Console
 
@@ -58,3 +59,28 @@ def test_a_narrow_terminal_gets_a_block_per_file_without_breaking_names() -> Non
         assert "newsletter: newsletter_20261204_020000.csv.gpg exported" in lines
         assert "  exported 42" in lines
         assert "households: 1 unchanged file(s) skipped_unchanged" in lines
+
+
+def test_progress_shows_bytes_then_rows_with_rate_and_eta_and_drops_finished_bars() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=160, force_terminal=True, color_system=None)
+    with summary.progress_bars(console) as report:
+        assert report is not None
+        report("customers_1.csv.gpg", 512, 1024, "bytes")
+        report("customers_1.csv.gpg", 1024, 1024, "bytes")  # downloaded: its bar goes
+        report("customers_1.csv.gpg rows merged", 1_000, 20_000, "rows")
+        time.sleep(0.3)
+        report("customers_1.csv.gpg rows merged", 5_000, 20_000, "rows")
+        time.sleep(0.3)  # the display refreshes ten times a second
+        shown = report.shown()
+        report("customers_1.csv.gpg rows merged", 20_000, 20_000, "rows")
+        after = report.shown()
+    assert shown == ["customers_1.csv.gpg rows merged"]
+    assert after == []
+    text = out.getvalue()
+    assert "5,000/20,000 rows" in text and "rows/s" in text
+
+
+def test_no_progress_off_a_terminal() -> None:
+    with summary.progress_bars(Console(file=io.StringIO(), force_terminal=False)) as report:
+        assert report is None
