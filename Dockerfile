@@ -13,16 +13,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # gpg + gpg-agent: python-gnupg drives the real gpg, and GnuPG 2 needs the agent for every private-key
 # operation (without recommends, `gpg` alone does not bring it). openssh-client: ssh-keyscan for
-# keys/known_hosts and ssh/sftp to check a partner server from inside the container.
+# keys/known_hosts and ssh/sftp to check a partner server from inside the container. tini: PID 1, which
+# reaps the gpg-agent processes gpg leaves behind as orphans (the entrypoint runs under it).
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gpg gpg-agent openssh-client \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gpg gpg-agent openssh-client tini \
  && rm -rf /var/lib/apt/lists/*
 
-# Only what the package build needs (README.md is the project's readme); tests and state stay out.
+# Only what the package build needs (README.md is the project's readme); tests and state stay out. The
+# dependencies are installed at the versions the test suite passed with (deploy/constraints.txt).
 WORKDIR /build
 COPY pyproject.toml README.md ./
+COPY deploy/constraints.txt ./deploy/constraints.txt
 COPY sftp_connector/ ./sftp_connector/
-RUN pip install --no-cache-dir ".[postgres]" \
+RUN pip install --no-cache-dir -c deploy/constraints.txt ".[postgres]" \
  && rm -rf /build
 
 # A dedicated user with a fixed uid/gid, so host files and secrets can be chowned to 10001 before
@@ -49,5 +52,6 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 
 # JSON log lines for the container's log driver. `docker run IMAGE run --dry-run` (or validate,
 # history, …) replaces CMD for a one-off command with the same config and volumes.
-ENTRYPOINT ["sftp-connector", "--log-format", "json"]
+# tini is PID 1: it forwards SIGTERM to the connector and reaps orphans (`docker run --init` is not needed).
+ENTRYPOINT ["/usr/bin/tini", "--", "sftp-connector", "--log-format", "json"]
 CMD ["daemon", "--health-port", "9464", "--health-host", "0.0.0.0"]

@@ -10,12 +10,14 @@ import http.server
 import json
 import os
 import pwd
+import re
 import shlex
 import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -91,18 +93,28 @@ def test_runs_as_a_fixed_non_root_user_before_the_entrypoint() -> None:
     assert user in {"10001", "sftpc"}, f"USER {user} is not the user the image creates (sftpc, uid 10001)"
 
 
-def test_installs_gpg_gpg_agent_and_openssh_client_without_recommends() -> None:
+def test_installs_gpg_gpg_agent_openssh_client_and_tini_without_recommends() -> None:
     apt = next(run for run in arguments("RUN") if "apt-get install" in run)
     words = shlex.split(apt)
     # gpg-agent: GnuPG 2 needs the agent for every private-key operation, and Debian's gpg only recommends it.
-    assert {"gpg", "gpg-agent", "openssh-client", "--no-install-recommends"} <= set(words), words
+    # tini: PID 1 that reaps the gpg-agents gpg leaves behind as orphans.
+    assert {"gpg", "gpg-agent", "openssh-client", "tini", "--no-install-recommends"} <= set(words), words
     assert "rm -rf /var/lib/apt/lists/*" in apt
 
 
-def test_installs_the_package_with_postgres_from_the_build_context() -> None:
+def test_installs_the_package_with_postgres_from_the_build_context_at_the_tested_versions() -> None:
     copied = {src for args in arguments("COPY") for src in args.split()[:-1]}
-    assert copied == {"pyproject.toml", "README.md", "sftp_connector/"}
-    assert any('pip install --no-cache-dir ".[postgres]"' in run for run in arguments("RUN"))
+    assert copied == {"pyproject.toml", "README.md", "sftp_connector/", "deploy/constraints.txt"}
+    assert any('pip install --no-cache-dir -c deploy/constraints.txt ".[postgres]"' in run for run in arguments("RUN"))
+
+
+def test_the_constraints_are_the_versions_the_tests_run_with() -> None:
+    pinned = [line.split("==") for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines()
+              if line and not line.startswith("#")]
+    assert len(pinned) > 20 and all(len(pin) == 2 for pin in pinned)
+    assert {name.lower() for name, _ in pinned} >= {"polars", "paramiko", "sqlalchemy", "alembic", "psycopg", "typer"}
+    wrong = [(name, version, metadata.version(name)) for name, version in pinned if metadata.version(name) != version]
+    assert not wrong, f"installed versions differ from deploy/constraints.txt (run scripts/setup): {wrong}"
 
 
 def test_environment_workdir_volumes_and_port() -> None:
@@ -122,7 +134,7 @@ def test_volumes_are_declared_after_their_owner_is_set() -> None:
 
 
 def test_entrypoint_logs_json_and_cmd_runs_the_daemon() -> None:
-    assert json.loads(only("ENTRYPOINT")) == ["sftp-connector", "--log-format", "json"]
+    assert json.loads(only("ENTRYPOINT")) == ["/usr/bin/tini", "--", "sftp-connector", "--log-format", "json"]
     assert json.loads(only("CMD")) == ["daemon", "--health-port", "9464", "--health-host", "0.0.0.0"]
 
 
@@ -196,7 +208,7 @@ def test_dockerignore_keeps_out_local_state_secrets_and_caches(path: str) -> Non
 
 
 @pytest.mark.parametrize("path", ["pyproject.toml", "README.md", "sftp_connector/cli.py",
-                                  "sftp_connector/config/models.py"])
+                                  "sftp_connector/config/models.py", "deploy/constraints.txt"])
 def test_dockerignore_keeps_what_the_build_copies(path: str) -> None:
     assert not dockerignored(path)
 
@@ -229,6 +241,11 @@ HARDENING = {
     "CapabilityBoundingSet": "",
     "AmbientCapabilities": "",
     "UMask": "0077",
+    "MemoryDenyWriteExecute": "yes",
+    "ProcSubset": "pid",
+    "PrivateUsers": "yes",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    "Environment": "POLARS_SKIP_CPU_CHECK=1",
 }
 
 
@@ -298,3 +315,42 @@ def test_systemd_analyze_verify_would_report_a_broken_unit(tmp_path: Path) -> No
     # The check above is only as good as its filter: a bad value must show up in it.
     returncode, warnings = verify(verifiable_copy(tmp_path, extra="[Service]\nProtectSystem=bananas\n"))
     assert returncode != 0 or any("bananas" in line for line in warnings), warnings
+
+
+def test_the_unit_narrows_system_calls_beyond_system_service() -> None:
+    filters = [line.partition("=")[2] for line in UNIT.read_text().splitlines() if line.startswith("SystemCallFilter=")]
+    assert filters[0] == "@system-service"
+    assert "~@privileged @resources" in filters, filters
+
+
+def test_the_exposure_score_is_at_least_as_good_as_0_3_4(tmp_path: Path) -> None:
+    copy = tmp_path / UNIT.name
+    copy.write_text(UNIT.read_text())
+    done = subprocess.run([systemd_analyze(), "security", "--offline=yes", str(copy)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    score = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout).group(1))  # type: ignore[union-attr]
+    assert score <= 1.2, done.stdout  # 0.3.4's unit: 1.5
+
+
+def test_a_real_run_works_under_the_units_memory_and_proc_restrictions(tmp_path: Path) -> None:
+    """MemoryDenyWriteExecute= (the kernel's PR_SET_MDWE, as systemd sets it) and ProcSubset=pid (a /proc
+    mounted with subset=pid), applied for real to the demo: Python, polars, paramiko, gpg and its agent."""
+    environment = dict(line.partition("=")[2].split("=", 1) for line in UNIT.read_text().splitlines()
+                       if line.startswith("Environment="))
+    binary = Path(sys.executable).parent / "sftp-connector"
+    restricted = (f"mount -t proc -o subset=pid proc /proc && test ! -e /proc/meminfo && "
+                  f"exec {sys.executable} -c {shlex.quote(MDWE)} {binary} demo")
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", restricted],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, **environment})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "newsletter" in done.stdout
+
+
+MDWE = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN: kept across execve
+    raise SystemExit("PR_SET_MDWE: " + os.strerror(ctypes.get_errno()))
+os.execv(sys.argv[1], sys.argv[1:])
+"""
