@@ -39,8 +39,8 @@ def _shown_type(param: Any, ctx: Any) -> str | None:
 
 
 _option_type = TyperOption.display_type_rich
-TyperOption.display_type_rich = _shown_type  # type: ignore[method-assign]
-TyperArgument.display_type_rich = _shown_type  # type: ignore[method-assign]
+TyperOption.display_type_rich = _shown_type  # type: ignore[method-assign,assignment]
+TyperArgument.display_type_rich = _shown_type  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Keep a profile store in sync with partners through PGP-encrypted CSV files on SFTP.")

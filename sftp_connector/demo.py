@@ -190,7 +190,7 @@ def _partner_keys(base: Path) -> gnupg.GPG:
     passphrase = base / "keys" / "pgp.passphrase"
     passphrase.write_text(PASSPHRASE + "\n")
     passphrase.chmod(0o600)
-    partner.demo_fingerprint = key.fingerprint  # type: ignore[attr-defined]
+    partner.demo_fingerprint = key.fingerprint
     # The partner's own key, which the connector encrypts exports to.
     own = partner.gen_key(partner.gen_key_input(key_type="EDDSA", key_curve="ed25519", subkey_type="ECDH",
                                                 subkey_curve="cv25519", name_real="demo partner",
@@ -237,7 +237,7 @@ def _drop(partner: gnupg.GPG, root: Path, name: str, rows: list[list[str]]) -> N
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     target = root / "in" / (name + ".gpg")
-    result = partner.encrypt(text.getvalue(), partner.demo_fingerprint,  # type: ignore[attr-defined]
+    result = partner.encrypt(text.getvalue(), partner.demo_fingerprint,
                              armor=False, always_trust=True, output=str(target))
     if not result.ok:
         raise RuntimeError(f"gpg could not encrypt the demo file: {result.status}")

@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from email.message import EmailMessage
+from typing import Any
 
 from sftp_connector import history, summary
 from sftp_connector.config import models
@@ -176,7 +177,8 @@ class _Smtp(smtplib.SMTP):
         super().__init__(host, port, timeout=timeout)
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        return self._deadline.watch(super()._get_socket(host, port, timeout))
+        # smtplib's own hook for the connection (not in its type stubs, being private).
+        return self._deadline.watch(super()._get_socket(host, port, timeout))  # type: ignore[misc]
 
     def watch_tls(self) -> None:
         """STARTTLS replaced the socket by a TLS one: watch that too."""
@@ -189,7 +191,7 @@ def _watched(connection: type[http.client.HTTPConnection], deadline: Deadline) -
 
     class Watched(connection):  # type: ignore[valid-type,misc]
         def connect(self) -> None:
-            create = self._create_connection
+            create: Any = self._create_connection  # type: ignore[has-type]
             self._create_connection = lambda *args, **kwargs: deadline.watch(create(*args, **kwargs))
             super().connect()
             deadline.watch(self.sock)

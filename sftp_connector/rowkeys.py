@@ -58,9 +58,12 @@ class Occurrences:
         frame = hashes.to_frame().with_columns(within=within)
         present = among(frame.get_column("h"), self.seen)
         frame = frame.with_columns(present=present)
-        prior = [self.more.get(h, 1) if hit else 0 for h, hit in zip(
-            frame.get_column("h").to_list(), present.to_list(), strict=True)] if present.any() else 0
-        frame = frame.with_columns(n=pl.col("within") + pl.Series(prior) if present.any() else pl.col("within"))
+        if present.any():
+            prior = [self.more.get(h, 1) if hit else 0 for h, hit in zip(
+                frame.get_column("h").to_list(), present.to_list(), strict=True)]
+            frame = frame.with_columns(n=pl.col("within") + pl.Series(prior))
+        else:
+            frame = frame.with_columns(n=pl.col("within"))
         for h, n in frame.filter(pl.col("n") > 1).select("h", "n").iter_rows():
             self.more[h] = max(self.more.get(h, 0), n)
         self.seen = merge_sorted(self.seen, frame.filter(~pl.col("present")).get_column("h").unique())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -132,14 +132,14 @@ def _zone(name: str) -> ZoneInfo:
         raise ValueError(f"schedule.timezone: unknown timezone {name!r}") from exc
 
 
-def _listed(key: str, values: list[str] | list[int]) -> str:
+def _listed(key: str, values: Sequence[str | int]) -> str:
     """Given a schedule list, return it as a cron field. Raise ValueError if it is empty."""
     if not values:
         raise ValueError(f"schedule.{key} is empty")
     return ",".join(str(value) for value in values)
 
 
-def _every(minutes: int, at: time, zone: ZoneInfo, now: datetime) -> IntervalTrigger:
+def _every(minutes: float, at: time, zone: ZoneInfo, now: datetime) -> IntervalTrigger:
     """Every `minutes` real minutes, phased on `at` of the day of `now`, from a start at or before `now`."""
     step = timedelta(minutes=minutes)
     start = datetime.combine(now.astimezone(zone).date(), at, tzinfo=zone).astimezone(UTC)

@@ -443,9 +443,9 @@ def _store_url(url: str, base: Path) -> str:
 
 
 def _check_secret_files(connector: models.Connector, label: str, problems: list[str], unused: frozenset[str]) -> None:
-    for where, path in (("sftp.auth.private_key", lambda: connector.sftp.auth.private_key),
-                        ("pgp.decrypt.private_key", lambda: connector.pgp.decrypt.private_key)):
-        if where.split(".")[0] not in unused and (path := path()) is not None:
+    for where, key in (("sftp.auth.private_key", lambda: connector.sftp.auth.private_key),
+                       ("pgp.decrypt.private_key", lambda: connector.pgp.decrypt.private_key)):
+        if where.split(".")[0] not in unused and (path := key()) is not None:
             problem = _loose_permissions(path)
             if problem:
                 problems.append(f"{label}: at {where}: {problem}")

@@ -89,7 +89,7 @@ def prepare(
     """Given the local file, return it as plain UTF-8: itself or a temp. Raise errors.InputError if
     it is too big, corrupt, or not in the declared encoding. (A file still being written is
     held to max_bytes by its writer.)"""
-    kind = options.compression
+    kind: str = options.compression
     if kind == "auto":
         with open_source(path) as file:
             head = file.read(10)
@@ -123,7 +123,8 @@ def _opened(source: Source, kind: str, label: str) -> Iterator[IO[bytes]]:
     """Given a compressed file, yield its content. Raise errors.InputError if a zip holds not one file."""
     with open_source(source) as raw:
         if kind != "zip":
-            with gzip.open(raw, "rb") if kind == "gzip" else bz2.open(raw, "rb") as stream:
+            stream: IO[bytes]
+            with gzip.open(raw, "rb") if kind == "gzip" else bz2.open(raw, "rb") as stream:  # type: ignore[assignment]
                 yield stream
             return
         with _unzipped(raw, label) as stream:

@@ -104,8 +104,8 @@ def read_fast(chunk: bytes, layout: Layout, options: models.Csv) -> tuple[pl.Dat
     data, skip = b"\n" + chunk, 1
     schema = dict.fromkeys(layout.names, pl.String)
     try:
-        quoting = {"separator": options.delimiter, "quote_char": options.quote}
-        frame = pl.read_csv(data, skip_lines=skip, schema=schema, **quoting, **_AS_TEXT)
+        frame = pl.read_csv(data, skip_lines=skip, schema=schema, separator=options.delimiter,
+                            quote_char=options.quote, **_AS_TEXT)
     except _POLARS_FAILED:
         return None
     has_nul = b"\x00" in chunk

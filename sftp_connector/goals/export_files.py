@@ -179,7 +179,8 @@ def event_files(work_dir: Path, goal: models.ExportProfiles, name: str, kind: st
     """One file of the events of a type (profile_id, id, time, its properties) and one per nested list
     (`<type>_id`, then the items' properties), named `<stem>_<type>[_<list>]<ext>`."""
     stem, ext = split_extension(name)
-    events, nested = [], {}
+    events: list[dict[str, Any]] = []
+    nested: dict[str, list[dict[str, Any]]] = {}
     for pid, event_id, at, properties, items in rows:
         events.append({"profile_id": str(pid), "id": event_id, "time": at or "", **orjson.loads(properties)})
         for list_name, entries in orjson.loads(items).items():

@@ -25,7 +25,7 @@ from sftp_connector.config.load import goal_digest
 from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupted, RowReject, TransportError
 from sftp_connector.goals import selection
 from sftp_connector.goals.context import RunContext, sha256_of
-from sftp_connector.goals.results import FileResult, GoalResult
+from sftp_connector.goals.results import FileResult, FileStatus, GoalResult
 from sftp_connector.readahead import read_ahead
 from sftp_connector.store import models as tables
 from sftp_connector.store import queries
@@ -438,7 +438,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
         erase_ctx = _merge_context(ctx, goal, parts[0].label, job.digest)
         counts[parts[0].entry.name].erased = sync.erase(
             ctx.store, conn, erasures.unique(subset=csvio.ROW, keep="first"), erase_ctx, now=now)
-        states = []
+        states: list[merge.FileMerge] = []
         for part in parts:
             # Only the first level to change profiles may read beside the transaction (see merge.Pipeline).
             side_reads = not states and erasures.is_empty()
@@ -460,7 +460,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
         touched = merge.finish(conn, states, cleared=counts[parts[0].entry.name].cleared) if states else None
     if touched is not None:
         totals.touch(*touched)  # only once committed
-    status = "dry_run" if ctx.dry_run else "imported"
+    status: FileStatus = "dry_run" if ctx.dry_run else "imported"
     return [FileResult(d.remote.path, status, d.sha256, counts[d.entry.name]) for d in locals_]
 
 

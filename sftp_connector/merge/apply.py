@@ -87,7 +87,7 @@ def _consented(joined: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
         passes = joined.select(_consent_by_rule(maps[0], held, held_any, objectives)).to_series()
     else:
         passes = _consent_one_by_one(joined, maps, state)
-    state.counts.no_consent += passes.len() - passes.sum()
+    state.counts.no_consent += passes.len() - int(passes.sum())
     return joined.filter(passes)
 
 

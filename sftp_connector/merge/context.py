@@ -81,13 +81,14 @@ def context(
     A group's identifier value is kept as its property `@<type>`; rows of a linked file below
     the root never create profiles (their root row did) and carry no group links.
     """
-    common = {"goal": goal, "label": label, "separator": goal.csv.multi_value_separator, "digest": digest,
-              "indexed": indexed, "level": level}
+    separator = goal.csv.multi_value_separator
     if isinstance(goal, models.ImportGroups):
         prop = group_identity_property(goal.group_type)
-        return Context(**common, identifiers=((goal.identifier.field, prop),), allow_new=root,
+        return Context(goal, label, separator, digest, indexed, level=level,
+                       identifiers=((goal.identifier.field, prop),), allow_new=root,
                        entity=queries.GROUPS, group_type=goal.group_type)
-    return Context(**common, identifiers=tuple((i.field, i.property) for i in goal.identifiers),
+    return Context(goal, label, separator, digest, indexed, level=level,
+                   identifiers=tuple((i.field, i.property) for i in goal.identifiers),
                    allow_new=goal.allow_new_profiles and root, groups=tuple(goal.groups) if root else (),
                    objectives=tuple(privacy.objectives), consent_property=privacy.consent_property)
 

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 import polars.selectors as cs
 
-from sftp_connector.errors import ConfigError, InputError
+from sftp_connector.errors import ConfigError, InputError, RowReject
 from sftp_connector.processors.builtins import BUILTINS
 from sftp_connector.processors.step import Apply, Factory, Processed, Refused, Step, polars_reason
 
@@ -144,7 +144,7 @@ def run(steps: list[Step], frame: pl.DataFrame, *, label: str) -> Processed:
 
     Raise InputError naming the step if a field it needs is missing or the step fails on this file.
     """
-    filtered, rejects = 0, []
+    filtered, rejects = 0, list[RowReject]()
     for step in steps:
         try:
             done = step.apply(frame, label)

@@ -93,7 +93,7 @@ def read_directory(sftp: paramiko.SFTPClient, path: str) -> list[tuple[bytes, pa
 
 
 def _read_entries(sftp: paramiko.SFTPClient, handle: bytes) -> list[tuple[bytes, paramiko.SFTPAttributes]]:
-    entries = []
+    entries: list[tuple[bytes, paramiko.SFTPAttributes]] = []
     while True:
         try:
             kind, msg = sftp._request(CMD_READDIR, handle)

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from sftp_connector.errors import ConfigError, StoreError
 from sftp_connector.private import private_file
 from sftp_connector.store import migrate
-from sftp_connector.store.dialect import dialect_for
+from sftp_connector.store.dialect import dialect_for, driver_connection
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Store:
         """Given SQL with `?` placeholders, run it for every row through the raw DB-API cursor."""
         if not self.is_sqlite:
             sql = sql.replace("?", "%s")
-        cursor = conn.connection.driver_connection.cursor()
+        cursor = driver_connection(conn).cursor()
         try:
             if self.is_sqlite:
                 cursor.executemany(sql, rows)  # sqlite3 streams an iterator: no list is built
@@ -124,7 +124,7 @@ class Store:
             marks = ", ".join("?" * frame.width)
             self.executemany(conn, f"INSERT INTO {table} ({names}) VALUES ({marks})", frame.iter_rows())
             return
-        cursor = conn.connection.driver_connection.cursor()
+        cursor = driver_connection(conn).cursor()
         with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv, NULL '\\N')") as copy:
             for start in range(0, frame.height, BATCH):
                 copy.write(frame.slice(start, BATCH).write_csv(include_header=False, null_value="\\N"))
@@ -144,7 +144,7 @@ class Store:
         """
         assert not self.is_sqlite
         data = bytearray()
-        with conn.connection.driver_connection.cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
+        with driver_connection(conn).cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
             for chunk in copy:
                 data += chunk
         if not data:

@@ -198,3 +198,11 @@ def _advisory_lock(engine: Engine, goal: str) -> Iterator[bool]:
 def _short(exc: Exception) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def driver_connection(conn: sa.Connection) -> Any:
+    """Given a connection, return the DB-API connection under it (sqlite3's or psycopg's), for what
+    SQLAlchemy does not offer: executemany on the raw cursor, COPY, SQLite's backup."""
+    driver = conn.connection.driver_connection
+    assert driver is not None, "the connection is closed"
+    return driver

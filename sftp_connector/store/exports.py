@@ -146,13 +146,13 @@ def members(store: Store, segment_conditions: dict[str, config.Condition], condi
 
 def watermark(conn: Connection, goal: str) -> float | None:
     """Given an export goal, return its watermark, or None before its first successful export."""
-    table = models.ExportState.__table__
+    table = models.table_of(models.ExportState)
     return conn.execute(sa.select(table.c.watermark).where(table.c.goal == goal)).scalar()
 
 
 def save_watermark(conn: Connection, goal: str, value: float, last_file: str, run: str) -> None:
     """Given an export goal and the time its successful export began reading, move its watermark there."""
-    table = models.ExportState.__table__
+    table = models.table_of(models.ExportState)
     values = {"watermark": value, "last_file": last_file, "run": run}
     if conn.execute(sa.update(table).where(table.c.goal == goal).values(**values)).rowcount == 0:
         conn.execute(sa.insert(table).values(goal=goal, **values))

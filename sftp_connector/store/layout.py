@@ -79,11 +79,12 @@ def add_columns(
     SQLite's schema).
     """
     table = columns_model.__table__
-    widths = dict(conn.execute(sa.select(table.c.tbl, sa.func.count()).group_by(table.c.tbl)).all())
+    widths: dict[str, int] = {tbl: count for tbl, count in conn.execute(
+        sa.select(table.c.tbl, sa.func.count()).group_by(table.c.tbl)).all()}
     count = sum(widths.values())
     sides = sorted((t for t in widths if t != main), key=lambda t: int(t.rsplit("_x", 1)[1]))
     number = int(sides[-1].rsplit("_x", 1)[1]) if sides else 0
-    target = next((t for t in [main, *sides[-1:]] if len(props) <= WIDTH - widths.get(t, 0)), None)
+    target: str | None = next((t for t in [main, *sides[-1:]] if len(props) <= WIDTH - widths.get(t, 0)), None)
     placed: list[tuple[str, str, str]] = []
     for start in range(0, len(props) if target is None else 0, WIDTH):
         number += 1
@@ -95,6 +96,7 @@ def add_columns(
         conn.exec_driver_sql(f"CREATE TABLE {name} ({key}, {', '.join(c + ' TEXT' for c in columns)})")
         placed += [(prop, column, name) for prop, column in zip(batch, columns, strict=True)]
     for prop in props if target is not None else []:
+        assert target is not None
         count += 1
         conn.exec_driver_sql(f"ALTER TABLE {target} ADD COLUMN p_{count} TEXT")
         placed.append((prop, f"p_{count}", target))

@@ -25,6 +25,7 @@ from sqlmodel import SQLModel
 
 from sftp_connector.errors import StoreError
 from sftp_connector.store import models
+from sftp_connector.store.dialect import driver_connection
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -59,7 +60,8 @@ def revision(conn: Connection) -> str | None:
         return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() or BASE
     if not inspector.has_table("meta"):
         return None
-    version = conn.execute(sa.select(models.Meta.value).where(models.Meta.key == "schema_version")).scalar()
+    meta = models.table_of(models.Meta)
+    version = conn.execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
     if version is None or int(version) < 4:
         return BASE
     return "0001" if int(version) == 4 else f"schema version {version}"
@@ -126,7 +128,7 @@ def _backup(store: Store, current: str) -> Path:
         copy = sqlite3.connect(partial)
         try:
             with store.engine.connect() as conn:
-                conn.connection.driver_connection.backup(copy)
+                driver_connection(conn).backup(copy)
         finally:
             copy.close()
         os.replace(partial, target)

@@ -13,7 +13,9 @@ same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, LargeBinary, Text, UniqueConstraint
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Integer, LargeBinary, Table, Text, UniqueConstraint
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
@@ -247,3 +249,11 @@ class Meta(SQLModel, table=True):
     __tablename__ = "meta"
     key: str = Field(sa_column=Column(Text, primary_key=True))
     value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """Given a table model, return its SQLAlchemy table: every query uses the table, never the ORM (SQLModel
+    declares `__table__` on table models only, so the type checker does not know it)."""
+    table: Any = getattr(model, "__table__")  # noqa: B009
+    assert isinstance(table, Table)
+    return table

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from sftp_connector import rowkeys
 from sftp_connector.store import layout, models
 from sftp_connector.store.db import Store
+from sftp_connector.store.dialect import driver_connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ def property_values(
 def _values_of(store: Store, conn: Connection, table: str, wanted: str, columns: dict[str, str]) -> pl.DataFrame:
     """Given a table, the ids (SQLite: their JSON array; PostgreSQL: in wanted_profile) and {property: column}
     of that table, return pid and each property's cell of the rows the table holds."""
-    schema = {"pid": pl.Int64, **dict.fromkeys(columns, pl.String)}
+    schema: dict[str, pl.DataType] = {"pid": pl.Int64(), **{name: pl.String() for name in columns}}
     if store.is_sqlite:
         # JSON text never holds a raw control character: the rows come back as one string, cells
         # split by \x1f, rows by \x1e, \x15 for NULL, and polars splits it (no Python object per value).
@@ -179,7 +180,7 @@ def _split_rows(text: str | None, schema: dict[str, Any]) -> pl.DataFrame:
 
 def fetch(conn: Connection, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
     """Run a query on the raw DB-API cursor: much faster than result objects for a million rows."""
-    cursor = conn.connection.driver_connection.cursor()
+    cursor = driver_connection(conn).cursor()
     try:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -233,7 +234,7 @@ def reader_beside_writer(store: Store) -> Connection | None:
 
 def imported_files(conn: Connection, goal: str) -> dict[str, models.ImportedFile]:
     """Given a goal, return the record of the last import of each of its files, by remote path."""
-    table = models.ImportedFile.__table__
+    table = models.table_of(models.ImportedFile)
     rows = conn.execute(sa.select(table).where(table.c.goal == goal)).mappings()
     # Rows of the store's own table need no validation (thousands of files: construct them directly).
     return {row["path"]: models.ImportedFile.model_construct(**row) for row in rows}
@@ -241,13 +242,15 @@ def imported_files(conn: Connection, goal: str) -> dict[str, models.ImportedFile
 
 def save_imported_file(conn: Connection, record: models.ImportedFile) -> int:
     """Given a file record, insert or replace it for its (goal, path); return its id."""
-    table = models.ImportedFile.__table__
+    table = models.table_of(models.ImportedFile)
     values = record.model_dump(exclude={"id"})
     existing = conn.execute(
         sa.select(table.c.id).where(table.c.goal == record.goal, table.c.path == record.path)
     ).scalar()
     if existing is None:
-        return int(conn.execute(sa.insert(table).values(**values)).inserted_primary_key[0])
+        key = conn.execute(sa.insert(table).values(**values)).inserted_primary_key
+        assert key is not None
+        return int(key[0])
     conn.execute(sa.update(table).where(table.c.id == existing).values(**values))
     return int(existing)
 
@@ -255,7 +258,7 @@ def save_imported_file(conn: Connection, record: models.ImportedFile) -> int:
 def imported_rows(conn: Connection, file_id: int) -> pl.DataFrame | None:
     """Given a file record id, return its remembered rows, every blob's in order (a later row replaces an
     earlier one with the same key), or None if there are none."""
-    table = models.ImportedRows.__table__
+    table = models.table_of(models.ImportedRows)
     blobs = conn.execute(sa.select(table.c.data).where(table.c.file_id == file_id).order_by(table.c.seq)).scalars()
     frames = [pl.read_ipc(io.BytesIO(blob)) for blob in blobs]
     if not frames:
@@ -270,7 +273,7 @@ def append_rows(conn: Connection, file_id: int, frame: pl.DataFrame) -> None:
     """Given a file record id and applied rows (key, hash, profile_id, sums), remember them as one more blob."""
     if frame.is_empty():
         return
-    table = models.ImportedRows.__table__
+    table = models.table_of(models.ImportedRows)
     seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.seq), 0)).where(table.c.file_id == file_id)
                        ).scalar_one() + 1
     buffer = io.BytesIO()
@@ -280,7 +283,7 @@ def append_rows(conn: Connection, file_id: int, frame: pl.DataFrame) -> None:
 
 def remember_goal_profiles(conn: Connection, goal: str, ids: pl.Series) -> None:
     """Given a goal and profile ids it touched, add them to the goal's set of profiles."""
-    table = models.GoalProfiles.__table__
+    table = models.table_of(models.GoalProfiles)
     blob = conn.execute(sa.select(table.c.data).where(table.c.goal == goal)).scalar()
     known = pl.read_ipc(io.BytesIO(blob)).to_series() if blob is not None else pl.Series("id", [], pl.Int64)
     merged = rowkeys.merge_sorted(known.cast(pl.Int64), ids, distinct=True)
@@ -295,14 +298,14 @@ def remember_goal_profiles(conn: Connection, goal: str, ids: pl.Series) -> None:
 
 def goal_profiles(conn: Connection, goal: str) -> pl.Series:
     """Given a goal, return the ids of every profile it has exchanged."""
-    table = models.GoalProfiles.__table__
+    table = models.table_of(models.GoalProfiles)
     blob = conn.execute(sa.select(table.c.data).where(table.c.goal == goal)).scalar()
     return pl.read_ipc(io.BytesIO(blob)).to_series() if blob is not None else pl.Series("id", [], pl.Int64)
 
 
 def goal_profile_count(conn: Connection, goal: str) -> int:
     """Given a goal, return how many distinct profiles it has exchanged."""
-    table = models.GoalProfiles.__table__
+    table = models.table_of(models.GoalProfiles)
     return int(conn.execute(sa.select(table.c.count).where(table.c.goal == goal)).scalar() or 0)
 
 

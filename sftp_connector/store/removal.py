@@ -30,21 +30,20 @@ def erase(store: Store, conn: Connection, ids: pl.Series, entity: Entity, *, goa
     if entity.table == "profile":
         conn.exec_driver_sql("DELETE FROM profile_group WHERE profile_id IN (SELECT id FROM erasing)")
         conn.exec_driver_sql("DELETE FROM event WHERE profile_id IN (SELECT id FROM erasing)")
-        table = models.ErasedProfile.__table__
-        conn.execute(sa.insert(table), [{"id": i, "erased_at": now, "goal": goal}
+        conn.execute(sa.insert(models.table_of(models.ErasedProfile)), [{"id": i, "erased_at": now, "goal": goal}
                                         for i in frame.get_column("id").to_list()])
 
 
 def snapshot(conn: Connection, goal: str) -> pl.Series | None:
     """Given an overwrite goal, return the profiles its latest file set held, or None before its first one."""
-    table = models.GoalSnapshot.__table__
+    table = models.table_of(models.GoalSnapshot)
     blob = conn.execute(sa.select(table.c.data).where(table.c.goal == goal)).scalar()
     return pl.read_ipc(io.BytesIO(blob)).to_series() if blob is not None else None
 
 
 def save_snapshot(conn: Connection, goal: str, ids: pl.Series) -> None:
     """Given an overwrite goal and the profiles its file set held, remember them for the next one."""
-    table = models.GoalSnapshot.__table__
+    table = models.table_of(models.GoalSnapshot)
     ids = ids.cast(pl.Int64).alias("id").unique().sort()
     buffer = io.BytesIO()
     ids.to_frame().write_ipc(buffer, compression="zstd")
@@ -55,7 +54,7 @@ def save_snapshot(conn: Connection, goal: str, ids: pl.Series) -> None:
 
 def goal_rows(conn: Connection, goal: str) -> list[tuple[int, pl.DataFrame]]:
     """Given a goal, return (file record id, its remembered rows) for every file it imported."""
-    files, rows = models.ImportedFile.__table__, models.ImportedRows.__table__
+    files, rows = models.table_of(models.ImportedFile), models.table_of(models.ImportedRows)
     found = conn.execute(sa.select(rows.c.file_id, rows.c.data).join(files, files.c.id == rows.c.file_id)
                          .where(files.c.goal == goal).order_by(rows.c.file_id, rows.c.seq)).all()
     by_file: dict[int, list[pl.DataFrame]] = {}
@@ -66,7 +65,7 @@ def goal_rows(conn: Connection, goal: str) -> list[tuple[int, pl.DataFrame]]:
 
 def forget_rows(conn: Connection, file_id: int, keep: pl.DataFrame) -> None:
     """Given a file record and the rows to keep, replace its remembered rows with them (one blob)."""
-    table = models.ImportedRows.__table__
+    table = models.table_of(models.ImportedRows)
     conn.execute(sa.delete(table).where(table.c.file_id == file_id))
     if keep.is_empty():
         return

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from sftp_connector.store import models
 from sftp_connector.store.db import Store
 
-_RUN, _GOAL_RUN, _FILE_RUN = models.Run.__table__, models.GoalRun.__table__, models.FileRun.__table__
+_RUN, _GOAL_RUN, _FILE_RUN = (models.table_of(model) for model in (models.Run, models.GoalRun, models.FileRun))
 
 
 def start(conn: Connection, *, run: str, trigger: str, started_at: float, dry_run: bool) -> None:
@@ -34,7 +34,7 @@ def finish(conn: Connection, *, run: str, finished_at: float | None, status: str
 def add_goal(conn: Connection, run: str, values: dict[str, Any], files: list[dict[str, Any]]) -> None:
     """Given a run, one goal's columns (goal, started_at, finished_at, counters…) and its files' columns
     (path, status, sha256, error, signer, counts), record them."""
-    goal_id = conn.execute(sa.insert(_GOAL_RUN).values(run=run, **values)).inserted_primary_key[0]
+    goal_id = _inserted_id(conn.execute(sa.insert(_GOAL_RUN).values(run=run, **values)))
     if files:
         conn.execute(sa.insert(_FILE_RUN), [{"goal_run_id": goal_id, **file} for file in files])
 
@@ -74,3 +74,9 @@ def answers(store: Store) -> bool:
     except sa.exc.SQLAlchemyError:
         return False
     return True
+
+
+def _inserted_id(result: sa.CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])

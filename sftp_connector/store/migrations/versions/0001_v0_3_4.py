@@ -8,6 +8,8 @@ of 0.2.x (schema version 3, the same tables) reaches it too. The tables are writ
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -23,9 +25,10 @@ _BYTES_TEXT = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql
 _ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def _column(name: str, kind: sa.types.TypeEngine | type, *, null: bool = False, **extra: object) -> sa.Column:
+def _column(name: str, kind: sa.types.TypeEngine[Any] | type[sa.types.TypeEngine[Any]], *, null: bool = False,
+            primary_key: bool = False, index: bool = False, unique: bool = False) -> sa.Column[Any]:
     """A column, NOT NULL unless null."""
-    return sa.Column(name, kind, nullable=null, **extra)
+    return sa.Column(name, kind, nullable=null, primary_key=primary_key, index=index, unique=unique)
 
 
 def _tables() -> sa.MetaData:
