@@ -25,7 +25,7 @@ from typer.core import TyperArgument, TyperOption
 from sftp_connector import entry, files, history, logs, notify, pgp, sftp, summary
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, ConnectorError, GoalError
-from sftp_connector.goals import runner
+from sftp_connector.goals import results, runner
 from sftp_connector.shown import visible
 from sftp_connector.store import db, migrate, queries
 
@@ -141,7 +141,7 @@ def run(
             store.dispose()
     notify.notify(config.connector.notifications, result, connector_name=config.connector.name)
     if as_json:
-        sys.stdout.write(orjson.dumps(summary.run_json(result)).decode() + "\n")
+        sys.stdout.write(orjson.dumps(result.as_json()).decode() + "\n")
     else:
         summary.print_summary(result, out)
     raise typer.Exit(128 + caught[0] if caught else result.exit_code)
@@ -308,7 +308,7 @@ def history_command(
     """Show past runs, newest first."""
     config = _config(load.STORE_ONLY)
     store = _store(config)
-    runs = history.recent(store, goal=goal, limit=limit)
+    runs = [run.as_json() for run in history.recent(store, goal=goal, limit=limit)]
     store.dispose()
     if as_json:
         for entry in runs:
@@ -347,7 +347,7 @@ def _rows_line(files: list[dict[str, Any]]) -> str:
 def profile_json(profile: dict[str, Any]) -> dict[str, Any]:
     """Given a stored profile, return it in the `profiles dump` shape."""
     return {"id": str(profile["id"]), "properties": profile["properties"], "groups": profile["groups"],
-            "created_at": history.iso(profile["created_at"]), "updated_at": history.iso(profile["updated_at"])}
+            "created_at": results.iso(profile["created_at"]), "updated_at": results.iso(profile["updated_at"])}
 
 
 @profiles_app.command("dump")
@@ -359,8 +359,8 @@ def profiles_dump() -> None:
 @groups_app.command("dump")
 def groups_dump() -> None:
     """Print every group as one JSON object per line."""
-    _dump(lambda conn: ({**group, "created_at": history.iso(group["created_at"]),
-                         "updated_at": history.iso(group["updated_at"])} for group in queries.iter_groups(conn)))
+    _dump(lambda conn: ({**group, "created_at": results.iso(group["created_at"]),
+                         "updated_at": results.iso(group["updated_at"])} for group in queries.iter_groups(conn)))
 
 
 @events_app.command("dump")

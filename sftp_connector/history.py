@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from sftp_connector.goals.results import RunResult
+from sftp_connector.goals.results import FileResult, GoalResult, RunResult
+from sftp_connector.merge.context import Counts
 from sftp_connector.store import runs
 from sftp_connector.store.db import Store
-
-
-def iso(timestamp: float | None) -> str | None:
-    """Given UTC epoch seconds, return ISO 8601 with a Z, or None."""
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def begin(store: Store, result: RunResult) -> None:
@@ -43,25 +37,27 @@ def _file_row(entry: dict[str, Any]) -> dict[str, Any]:
     return {**{k: entry[k] for k in own}, "counts": {k: v for k, v in entry.items() if k not in own}}
 
 
-def recent(store: Store, *, goal: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    """Given an optional goal filter, return the newest runs first in the `history --json` shape."""
-    with store.engine.connect() as conn:
-        return [_run_json(conn, run, goal) for run in runs.recent(conn, goal=goal, limit=limit)]
+def recent(store: Store, *, goal: str | None = None, limit: int = 20) -> list[RunResult]:
+    """Given an optional goal filter, return the newest runs first, as they were recorded (print them with
+    `RunResult.as_json`, as `run --json` does)."""
+    with store.connection() as conn:
+        return [_recorded(conn, run, goal) for run in runs.recent(conn, goal=goal, limit=limit)]
 
 
-def _run_json(conn: Connection, run: dict[str, Any], goal: str | None) -> dict[str, Any]:
-    goals = []
+def _recorded(conn: Connection, run: dict[str, Any], goal: str | None) -> RunResult:
+    """A recorded run (its goals and files) as the result it was."""
+    result = RunResult(run=run["id"], trigger=run["trigger"], started_at=run["started_at"],
+                       dry_run=bool(run["dry_run"]), finished_at=run["finished_at"], status=run["status"])
     for g in runs.goals_of(conn, run["id"], goal=goal):
-        files = runs.files_of(conn, g["id"])
-        goals.append({
-            "goal": g["goal"], "kind": g["kind"], "status": g["status"], "error": g["error"],
-            "profiles_created": g["profiles_created"], "profiles_updated": g["profiles_updated"],
-            "last_profiles": g["last_profiles"], "unique_profiles_exchanged": g["unique_profiles_exchanged"],
-            "files": [{"path": f["path"], "status": f["status"], "sha256": f["sha256"], **f["counts"],
-                       "error": f["error"], "warning": f["warning"]} for f in files],
-        })
-    return {"run": run["id"], "trigger": run["trigger"], "started_at": iso(run["started_at"]),
-            "finished_at": iso(run["finished_at"]), "status": run["status"], "dry_run": bool(run["dry_run"]),
-            "goals": goals}
+        files = [FileResult(f["path"], f["status"], f["sha256"], Counts(**{k: v for k, v in f["counts"].items()
+                                                                           if k in _COUNTED}),
+                            error=f["error"], signer=f["signer"], rows_exported=f["counts"].get("rows_exported", 0),
+                            warning=f["warning"]) for f in runs.files_of(conn, g["id"])]
+        result.goals.append(GoalResult(
+            g["goal"], g["kind"], g["status"], g["error"], started_at=g["started_at"], finished_at=g["finished_at"],
+            profiles_created=g["profiles_created"], profiles_updated=g["profiles_updated"],
+            last_profiles=g["last_profiles"], unique_profiles_exchanged=g["unique_profiles_exchanged"], files=files))
+    return result
 
 
+_COUNTED = {f.name for f in fields(Counts)}

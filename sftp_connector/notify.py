@@ -27,9 +27,8 @@ from collections.abc import Callable, Iterable
 from email.message import EmailMessage
 from typing import Any
 
-from sftp_connector import history, summary
 from sftp_connector.config import models
-from sftp_connector.goals.results import GoalResult, RunResult
+from sftp_connector.goals.results import GoalResult, RunResult, iso
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +118,8 @@ def body(result: RunResult, connector_name: str) -> str:
     """Given a run, return a plain-text report: the run, then each goal with its counts and errors."""
     lines = [subject(result, connector_name), "",
              f"run:      {result.run} ({result.trigger})",
-             f"started:  {history.iso(result.started_at)}",
-             f"finished: {history.iso(result.finished_at) or '-'}",
+             f"started:  {iso(result.started_at)}",
+             f"finished: {iso(result.finished_at) or '-'}",
              f"status:   {result.status}", ""]
     for goal in result.goals:
         lines += [*goal_lines(goal), ""]
@@ -227,7 +226,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def send_webhook(webhook: models.Webhook, result: RunResult, connector_name: str,
                  ssl_context: ssl.SSLContext | None, deadline: Deadline | None = None) -> None:
     """Given the webhook settings and a run, POST {"text", "run"} as JSON. Raise urllib/OSError on failure."""
-    payload = {"text": subject(result, connector_name), "run": summary.run_json(result)}
+    payload = {"text": subject(result, connector_name), "run": result.as_json()}
     headers = {"Content-Type": "application/json", "User-Agent": "sftp-connector",
                **{name: value.get_secret_value() for name, value in webhook.headers.items()}}
     request = urllib.request.Request(webhook.url, data=json.dumps(payload).encode(), headers=headers,

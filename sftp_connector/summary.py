@@ -5,7 +5,6 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -22,17 +21,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from sftp_connector import history
 from sftp_connector.goals.results import FileResult, GoalResult, RunResult
 from sftp_connector.shown import visible
-
-
-def run_json(result: RunResult) -> dict[str, Any]:
-    """Given a run's result, return it in the `history --json` shape."""
-    return {"run": result.run, "trigger": result.trigger, "started_at": history.iso(result.started_at),
-            "finished_at": history.iso(result.finished_at), "status": result.status, "dry_run": result.dry_run,
-            "goals": [g.as_json() for g in result.goals]}
-
 
 COLUMNS = ("goal", "file", "status", "read", "applied", "unchanged", "rows rejected", "cells rejected", "exported",
            "error")

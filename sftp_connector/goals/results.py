@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sftp_connector.merge import Counts
@@ -88,3 +89,16 @@ class RunResult:
         """Return 0 when every goal succeeded, 3 when every goal was skipped (another run holds their locks),
         1 when any failed or the run was interrupted."""
         return {"success": 0, "skipped": 3}.get(self.status, 1)
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the run as `run --json` and `history --json` print it (the one writer of that shape)."""
+        return {"run": self.run, "trigger": self.trigger, "started_at": iso(self.started_at),
+                "finished_at": iso(self.finished_at), "status": self.status, "dry_run": self.dry_run,
+                "goals": [g.as_json() for g in self.goals]}
+
+
+def iso(timestamp: float | None) -> str | None:
+    """Given UTC epoch seconds, return ISO 8601 with a Z, or None."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

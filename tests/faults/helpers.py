@@ -103,7 +103,7 @@ def runs(deployment: Deployment) -> list[dict[str, Any]]:
     """Return the run history, newest first, as `history --json` prints it."""
     store = db.open_store(deployment.config().connector.store.url)
     try:
-        return history.recent(store, limit=50)
+        return [run.as_json() for run in history.recent(store, limit=50)]
     finally:
         store.dispose()
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import SecretStr, ValidationError
 
-from sftp_connector import notify, summary
+from sftp_connector import notify
 from sftp_connector.config import models
 from sftp_connector.goals.results import FileResult, GoalResult, RunResult
 from sftp_connector.merge import Counts
@@ -321,7 +321,7 @@ def test_webhook_posts_text_and_the_run_as_history_json(hook: Hook, caplog: pyte
     [(headers, body)] = hook.posts
     payload = json.loads(body)
     assert payload == {"text": "[sftp-connector crm] run 20260101T020000-ab12 failed: 1 of 3 goals failed",
-                       "run": json.loads(json.dumps(summary.run_json(run)))}
+                       "run": json.loads(json.dumps(run.as_json()))}
     assert headers["Content-Type"] == "application/json"
     assert headers["Authorization"] == TOKEN
     assert_no_secret(body.decode(), caplog.text)
