@@ -438,7 +438,7 @@ def keys_list() -> None:
 def _keyring(config: load.Config) -> Iterator[pgp.Keyring]:
     """The connector's keyring, its gpg-agent stopped after (as `run` does): a command leaves no process."""
     try:
-        keyring = pgp.open_keyring(config.connector.pgp, config.base_dir / "keys" / "gnupg")
+        keyring = pgp.open_keyring(config.connector.pgp, config.gnupg_home)
     except ConfigError as exc:
         _fail_config(exc)
         raise AssertionError("unreachable") from exc

@@ -31,6 +31,8 @@ MAX_YAML_BYTES = 16 << 20
 MAX_YAML_VALUES = 1_000_000
 """Values (strings, numbers, list and mapping entries) a file may expand to, aliases expanded."""
 _SECRET_KEYS = ("password", "passphrase", "symmetric_passphrase")
+DEFAULT_GNUPG_HOME = Path("keys", "gnupg")
+"""The connector's GnuPG home unless pgp.gnupg_home says otherwise, relative to connector.yaml."""
 STORE_ONLY = frozenset({"sftp", "pgp", "notifications"})
 """The sections of connector.yaml that commands reading only the store (history, dumps) do not use."""
 KEYS_ONLY = frozenset({"sftp", "notifications", "store"})
@@ -55,6 +57,11 @@ class Config:
     @property
     def state_dir(self) -> Path:
         return self.connector.state_dir or self.base_dir / "state"
+
+    @property
+    def gnupg_home(self) -> Path:
+        """The connector's own GnuPG home: pgp.gnupg_home, by default keys/gnupg beside connector.yaml."""
+        return self.connector.pgp.gnupg_home or self.base_dir / DEFAULT_GNUPG_HOME
 
     def goal(self, name: str) -> models.ImportProfiles | models.ImportGroups | models.ExportProfiles:
         """Given a goal name, return its model. Raise ConfigError if there is no such goal."""
@@ -414,7 +421,7 @@ def _resolve_paths(connector: models.Connector, base: Path, unused: frozenset[st
         })
     if "pgp" not in unused:
         update["pgp"] = pgp.model_copy(update={
-            "gnupg_home": absolute(pgp.gnupg_home) or base / "keys" / "gnupg",
+            "gnupg_home": absolute(pgp.gnupg_home) or base / DEFAULT_GNUPG_HOME,
             "decrypt": pgp.decrypt.model_copy(update={
                 "private_key": absolute(pgp.decrypt.private_key),
                 "verify_keys": [absolute(p) for p in pgp.decrypt.verify_keys],

@@ -332,3 +332,8 @@ class ExportProfiles(Model):
 
 Goal = Annotated[ImportProfiles | ImportGroups | ExportProfiles, Field(discriminator="kind")]
 ImportGoal = ImportProfiles | ImportGroups
+
+
+def group_identity_property(group_type: str) -> str:
+    """The property (and identity index key) holding a group's identifier value: `@<type>`."""
+    return f"@{group_type}"

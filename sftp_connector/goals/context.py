@@ -62,7 +62,8 @@ class RunContext:
         identifier is its property `@<type>`)."""
         return frozenset(i.property for g in self.config.goals if isinstance(g, models.ImportProfiles)
                          for i in g.identifiers) | frozenset(
-            f"@{g.group_type}" for g in self.config.goals if isinstance(g, models.ImportGroups))
+            models.group_identity_property(g.group_type) for g in self.config.goals
+            if isinstance(g, models.ImportGroups))
 
     def finish_goal(self, result: GoalResult) -> GoalResult:
         """Record the goal's count of unique profiles exchanged and its finish time; return it.
@@ -96,7 +97,7 @@ class RunContext:
     def keyring(self) -> pgp.Keyring:
         """Return the connector's keyring, opening it (and importing configured keys) on first use."""
         if self._keyring is None:
-            self._keyring = pgp.open_keyring(self.config.connector.pgp, self.config.base_dir / "keys" / "gnupg")
+            self._keyring = pgp.open_keyring(self.config.connector.pgp, self.config.gnupg_home)
         return self._keyring
 
     def drop_session(self) -> None:

@@ -21,11 +21,10 @@ from sftp_connector.merge.context import (
     Mapping,
     context,
     field_col,
-    group_identity_property,
     mappings,
     prop_col,
 )
 from sftp_connector.merge.pipeline import Pipeline, finish, start
 
-__all__ = ["Context", "Counts", "FileMerge", "Mapping", "Pipeline", "context", "field_col", "finish",
-           "group_identity_property", "mappings", "prop_col", "start"]
+__all__ = ["Context", "Counts", "FileMerge", "Mapping", "Pipeline", "context", "field_col", "finish", "mappings",
+           "prop_col", "start"]

@@ -83,7 +83,7 @@ def context(
     """
     separator = goal.csv.multi_value_separator
     if isinstance(goal, models.ImportGroups):
-        prop = group_identity_property(goal.group_type)
+        prop = models.group_identity_property(goal.group_type)
         return Context(goal, label, separator, digest, indexed, level=level,
                        identifiers=((goal.identifier.field, prop),), allow_new=root,
                        entity=queries.GROUPS, group_type=goal.group_type)
@@ -92,10 +92,6 @@ def context(
                    allow_new=goal.allow_new_profiles and root, groups=tuple(goal.groups) if root else (),
                    objectives=tuple(privacy.objectives), consent_property=privacy.consent_property)
 
-
-def group_identity_property(group_type: str) -> str:
-    """The property (and identity index key) holding a group's identifier value."""
-    return f"@{group_type}"
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sftp_connector import rowkeys
+from sftp_connector.config.models import group_identity_property
 from sftp_connector.store import layout, models
 from sftp_connector.store.db import Store
 from sftp_connector.store.dialect import driver_connection
@@ -329,7 +330,7 @@ def iter_groups(conn: Connection, batch: int = 10_000) -> Iterator[dict[str, Any
     """Yield every group as a dict (type, id: its identifier value, properties, created_at, updated_at)."""
     for rows in _records(conn, GROUPS, extra=["type"], batch=batch):
         for (_, created, updated, kind), properties in rows:
-            key = properties.pop(f"@{kind}", [None])[0]
+            key = properties.pop(group_identity_property(kind), [None])[0]
             yield {"type": kind, "id": key, "properties": properties, "created_at": created, "updated_at": updated}
 
 
