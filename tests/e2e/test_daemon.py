@@ -95,7 +95,7 @@ def wait(predicate: Callable[[], Any], timeout: float = 60, what: str = "") -> N
 def runs(deployment: Deployment) -> list[dict[str, Any]]:
     store = db.open_store(deployment.store_url)
     try:
-        return history.recent(store, limit=500)
+        return [run.as_json() for run in history.recent(store, limit=500)]
     finally:
         store.dispose()
 
@@ -149,14 +149,29 @@ def test_sigterm_mid_file_rolls_it_back_and_exits_0(deployment: Deployment) -> N
 
 def test_two_replicas_never_run_a_goal_at_once(deployment: Deployment) -> None:
     deployment.update_connector({"schedule": {"every_minutes": 0.02}})
-    # A stability wait makes each run of the goal take over a second: the replicas' runs collide.
+    # A stability wait makes each run of the goal take over a second, as new files keep arriving (only new or
+    # changed files are waited for): the replicas' runs collide.
     deployment.write_goal("customers", GOAL.replace("stable_after_s: 0", "stable_after_s: 1"))
     deployment.put("in/customers_1.csv", "email,name\na@x.com,Ada\n", mtime=OLD)
-    with daemon(deployment) as first, daemon(deployment) as second:
-        wait(lambda: sum(g["status"] == "skipped" for r in runs(deployment) for g in r["goals"]) >= 2
-             and sum(g["status"] == "success" for r in runs(deployment) for g in r["goals"]) >= 3,
-             timeout=90, what="runs on both replicas, some skipped")
-        assert first.stop() == 0 and second.stop() == 0
+    done = threading.Event()
+
+    def partner() -> None:
+        for n in itertools.count(2):
+            if done.wait(0.3):
+                return
+            deployment.put(f"in/customers_{n}.csv", "email,name\na@x.com,Ada\n", mtime=OLD)
+
+    dropping = threading.Thread(target=partner, daemon=True)
+    dropping.start()
+    try:
+        with daemon(deployment) as first, daemon(deployment) as second:
+            wait(lambda: sum(g["status"] == "skipped" for r in runs(deployment) for g in r["goals"]) >= 2
+                 and sum(g["status"] == "success" for r in runs(deployment) for g in r["goals"]) >= 3,
+                 timeout=90, what="runs on both replicas, some skipped")
+            assert first.stop() == 0 and second.stop() == 0
+    finally:
+        done.set()
+        dropping.join()
     store = db.open_store(deployment.store_url)
     try:
         with store.engine.connect() as conn:
