@@ -380,9 +380,12 @@ def _dump(records: Any) -> None:
     config = _config(load.STORE_ONLY)
     store = _store(config)
     try:
-        with store.engine.connect() as conn:
+        with store.connection() as conn:
             for record in records(conn):
                 sys.stdout.write(orjson.dumps(record).decode() + "\n")
+    except GoalError as exc:
+        err.print(f"store: {visible(str(exc))}", markup=False)
+        raise typer.Exit(1) from exc
     finally:
         store.dispose()
 
@@ -395,9 +398,14 @@ def profiles_get(by: Annotated[str, typer.Option("--by", help="PROPERTY=VALUE")]
     prop, value = by.split("=", 1)
     config = _config(load.STORE_ONLY)
     store = _store(config)
-    with store.engine.connect() as conn:
-        profile = queries.profile_by(conn, prop, value)
-    store.dispose()
+    try:
+        with store.connection() as conn:
+            profile = queries.profile_by(conn, prop, value)
+    except GoalError as exc:
+        err.print(f"store: {visible(str(exc))}", markup=False)
+        raise typer.Exit(1) from exc
+    finally:
+        store.dispose()
     if profile is None:
         err.print(f"no profile with {visible(prop)}={visible(value)}", markup=False)
         raise typer.Exit(1)

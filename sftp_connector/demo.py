@@ -262,7 +262,7 @@ def _show_profiles(base: Path, console: Console) -> None:
                "total_spent"]
     for column in ["id", *columns, "household"]:
         table.add_column(column)
-    with store.engine.connect() as conn:
+    with store.connection() as conn:
         for profile in queries.iter_profiles(conn):
             props = profile["properties"]
             table.add_row(str(profile["id"]), *("|".join(map(str, props.get(c, []))) for c in columns),
@@ -279,7 +279,7 @@ def _show_events(base: Path, console: Console) -> None:
         events.add_column(column)
     for column in ("sku", "times bought", "last bought"):
         products.add_column(column)
-    with store.engine.connect() as conn:
+    with store.connection() as conn:
         for event in queries.iter_events(conn):
             items = ", ".join(f"{i['sku']} x {i['quantity']}" for i in event["nested"].get("products", []))
             events.add_row(str(event["profile_id"]), event["type"], event["id"], event["time"] or "",

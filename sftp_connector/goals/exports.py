@@ -70,7 +70,7 @@ def _export(ctx: RunContext, goal: models.ExportProfiles) -> list[FileResult]:
     # A dry run does not connect: it names the directory as configured.
     directory = sftp.resolve(ctx.config.connector.sftp.home, goal.directory) if ctx.dry_run \
         else ctx.session().where(goal.directory, "upload to")
-    with ctx.store.engine.connect() as conn:
+    with ctx.store.connection() as conn:  # a database failure is a StoreError: the goal fails, retried next run
         done = _write(ctx, conn, goal, name)
     if done.rows == 0 and not goal.export_empty:
         logger.info("goal %s: nothing to export", goal.name)

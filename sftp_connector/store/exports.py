@@ -136,7 +136,7 @@ def events_of(
 def members(store: Store, segment_conditions: dict[str, config.Condition], condition: config.Condition) -> list[int]:
     """Given the segments connector.yaml defines and a condition (or a segment, as {segment: name}), return the
     ids of the profiles it holds, in id order. Raise ConfigError for an unknown or circular segment."""
-    with store.engine.connect() as conn:
+    with store.connection() as conn:
         sql = segments.Sql(dialect=store.dialect, columns=queries.property_expressions(conn),
                            segments=segment_conditions)
         where = segments.condition(sql, condition)

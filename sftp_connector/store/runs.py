@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from sftp_connector.errors import StoreError
 from sftp_connector.store import models
 from sftp_connector.store.db import Store
 
@@ -69,9 +70,9 @@ def last_started(conn: Connection, trigger: str) -> float | None:
 def answers(store: Store) -> bool:
     """Given a store, return True if its database answers a query now."""
     try:
-        with store.engine.connect() as conn:
+        with store.connection() as conn:
             conn.execute(sa.text("SELECT 1"))
-    except sa.exc.SQLAlchemyError:
+    except StoreError:
         return False
     return True
 

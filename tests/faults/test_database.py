@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.faults.helpers import (
+    EXPORT,
     IMPORT,
     OLD,
     Cli,
@@ -112,3 +113,28 @@ def test_sqlite_locked_by_another_writer_fails_the_file_cleanly_and_it_imports_a
         again = deployment.run()
         assert [f.status for f in again.goals[0].files] == ["skipped_unchanged", "imported"]
         assert points(deployment) == expected_points(seed, new)
+
+
+def test_postgresql_connection_lost_while_an_export_reads_profiles_is_a_store_error(
+    sshd: SshServer, pgp_keys: PgpKeys, passphrase: str, tmp_path: Path
+) -> None:
+    with running_postgres() as server_url:
+        store_url = new_database(server_url)
+        with deployment_on(tmp_path / "deploy", sshd, pgp_keys, store_url, tmp_path.name) as deployment:
+            deployment.write_goal("customers", IMPORT)
+            deployment.put("in/customers_1.csv", customers(range(20_000), pad=96), mtime=OLD)  # ~2.5 MB to read
+            assert deployment.run().status == "success"
+            deployment.write_goal("newsletter", EXPORT)
+            host, port = store_url.rsplit("@", 1)[1].split("/", 1)[0].split(":")
+            # The connection is cut once 512 kB came from the server: in the middle of the export's pages.
+            with CuttingProxy(host, int(port), cut_down_after=512 * 1024) as proxy:
+                deployment.update_connector({"store": {"url": store_url.replace(f":{port}/", f":{proxy.port}/")}})
+                done = deployment.cli("run", "newsletter")
+            deployment.update_connector({"store": {"url": store_url}})
+            assert proxy.cuts >= 1
+            assert done.returncode == 1, done.stderr
+            assert "goal newsletter: database error: " in done.stderr, done.stderr
+            assert "internal error" not in done.stderr and "Traceback" not in done.stderr
+            out = deployment.remote.local / "out"
+            assert not out.exists() or not any(out.iterdir())  # nothing uploaded
+            assert deployment.run("newsletter").status == "success"  # retried on the next run
