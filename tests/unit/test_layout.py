@@ -198,8 +198,10 @@ def test_the_sql_check_lets_pass(source: str) -> None:
     assert not sql_problems(source)
 
 
-@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if SQL_OWNER not in p.relative_to(PACKAGE).parts),
-                         ids=lambda p: str(p.relative_to(PACKAGE)))
+OUTSIDE_STORE = sorted(p for p in PACKAGE.rglob("*.py") if SQL_OWNER not in p.relative_to(PACKAGE).parts)
+
+
+@pytest.mark.parametrize("path", OUTSIDE_STORE, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_the_store_is_entered_only_through_its_connection_and_transaction(path: Path) -> None:
     """Store.connection() and Store.transaction() turn a database failure into StoreError (the file or goal
     fails, retried next run); a connection of the engine's own would let it through as an internal error."""
