@@ -22,10 +22,10 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperArgument, TyperOption
 
-from sftp_connector import entry, files, history, logs, notify, pgp, sftp, summary
+from sftp_connector import entry, files, history, logs, notify, pgp, results, sftp, summary
 from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, ConnectorError, GoalError
-from sftp_connector.goals import results, runner
+from sftp_connector.goals import runner
 from sftp_connector.shown import visible
 from sftp_connector.store import db, migrate, queries
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from sftp_connector.goals.results import RunResult
+from sftp_connector.results import RunResult
 
 logger = logging.getLogger(__name__)
 

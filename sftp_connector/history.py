@@ -7,8 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from sftp_connector.goals.results import FileResult, GoalResult, RunResult
-from sftp_connector.merge.context import Counts
+from sftp_connector.results import Counts, FileResult, GoalResult, RunResult
 from sftp_connector.store import runs
 from sftp_connector.store.db import Store
 

@@ -28,7 +28,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from sftp_connector.config import models
-from sftp_connector.goals.results import GoalResult, RunResult, iso
+from sftp_connector.results import GoalResult, RunResult, iso
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from sftp_connector.goals.results import FileResult, GoalResult, RunResult
+from sftp_connector.results import FileResult, GoalResult, RunResult
 from sftp_connector.shown import visible
 
 COLUMNS = ("goal", "file", "status", "read", "applied", "unchanged", "rows rejected", "cells rejected", "exported",

@@ -17,8 +17,8 @@ from sftp_connector.config import models
 from sftp_connector.config.load import Config
 from sftp_connector.errors import GoalError, HostKeyError, StoreError
 from sftp_connector.goals import locks
-from sftp_connector.goals.results import GoalResult
 from sftp_connector.private import private_dir
+from sftp_connector.results import GoalResult
 from sftp_connector.store import queries
 from sftp_connector.store.db import Store
 

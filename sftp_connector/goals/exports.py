@@ -26,8 +26,8 @@ from sftp_connector.config import load, models
 from sftp_connector.errors import ConfigError, GoalError, TransportError
 from sftp_connector.goals import export_files
 from sftp_connector.goals.context import RunContext, sha256_of
-from sftp_connector.goals.results import FileResult, GoalResult
 from sftp_connector.readahead import read_ahead
+from sftp_connector.results import FileResult, GoalResult
 from sftp_connector.store import exports as store_exports
 from sftp_connector.store import queries
 

@@ -25,8 +25,8 @@ from sftp_connector.config.load import goal_digest
 from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupted, RowReject, TransportError
 from sftp_connector.goals import selection
 from sftp_connector.goals.context import RunContext, sha256_of
-from sftp_connector.goals.results import FileResult, FileStatus, GoalResult
 from sftp_connector.readahead import read_ahead
+from sftp_connector.results import FileResult, FileStatus, GoalResult
 from sftp_connector.store import models as tables
 from sftp_connector.store import queries
 

@@ -20,8 +20,8 @@ from sftp_connector.config.load import Config
 from sftp_connector.errors import ConfigError, GoalError, StoreError
 from sftp_connector.goals import exports, imports, locks
 from sftp_connector.goals.context import Progress, RunContext
-from sftp_connector.goals.results import GoalResult, RunResult
 from sftp_connector.private import private_dir
+from sftp_connector.results import GoalResult, RunResult
 from sftp_connector.store.db import Store
 
 logger = logging.getLogger(__name__)

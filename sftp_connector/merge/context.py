@@ -11,6 +11,7 @@ import polars as pl
 
 from sftp_connector.config import models
 from sftp_connector.errors import InputError, RowReject
+from sftp_connector.results import Counts
 from sftp_connector.rowkeys import Occurrences
 from sftp_connector.store import queries
 
@@ -30,23 +31,6 @@ class Mapping:
     field: str
     property: str
     rule: models.Rule
-
-
-@dataclass(slots=True)
-class Counts:
-    """Row counters of one file, as recorded in history."""
-
-    rows_read: int = 0
-    rows_applied: int = 0
-    rows_unchanged: int = 0
-    rows_filtered: int = 0
-    rows_rejected: int = 0
-    cells_rejected: int = 0
-    rows_unmatched: int = 0
-    orphans: int = 0
-    no_consent: int = 0
-    erased: int = 0
-    cleared: int = 0
 
 
 @dataclass(frozen=True, slots=True)

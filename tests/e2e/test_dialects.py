@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sftp_connector.goals.results import FileResult, RunResult
+from sftp_connector.results import FileResult, RunResult
 from tests.fixtures.connector import Deployment
 
 OLD = time.time() - 3600

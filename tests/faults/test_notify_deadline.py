@@ -18,7 +18,7 @@ import pytest
 
 from sftp_connector import notify
 from sftp_connector.config import models
-from sftp_connector.goals.results import GoalResult, RunResult
+from sftp_connector.results import GoalResult, RunResult
 
 TIMEOUT_S = 2.0
 TRICKLE_S = 0.3  # well under TIMEOUT_S: no single read ever times out

@@ -113,7 +113,8 @@ def test_a_malformed_known_hosts_line_is_named_not_a_traceback(deployment: Deplo
     known_hosts.write_text("# partners\n" + good + "[127.0.0.1]:2222 ssh-ed25519 AAAA!!!notbase64\n")
     deployment.write_goal("customers", IMPORT)
     deployment.put("in/customers_1.csv", customers(range(3)), mtime=OLD)
-    said = f"known_hosts {known_hosts}: line 3 is not a host key line (the key is not valid base64): fix or remove it"
+    # run names it when it connects; validate checks it first (exit 2), naming the connector.yaml key too.
+    said = f"{known_hosts}: line 3 is not a host key line (the key is not valid base64): fix or remove it"
     for command in (["run"], ["validate", "--connect"]):
         with Cli(deployment, *command) as cli:
             code = cli.wait()

@@ -93,13 +93,17 @@ KEY_NAME = st.from_regex(r"x_[a-z][a-z0-9_]{0,8}", fullmatch=True)  # no real ke
 # ── the deployment and the command ───────────────────────────────────────────────────
 
 
+KNOWN_HOSTS = "sftp.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbAI5Gfmu3c2UXbiq39sEj5Km0fctqXjiCXCyncSeTd\n"
+
+
 def deployment(base: Path, files: dict[str, Any]) -> Path:
     """Given a folder and {file: YAML text or data}, write a deployment there; return its connector.yaml."""
     (base / "goals").mkdir()
     (base / "keys").mkdir(mode=0o700)
-    for name in ("id_ed25519", "connector.private.asc", "known_hosts", "partner.public.asc"):
+    for name in ("id_ed25519", "connector.private.asc", "partner.public.asc"):
         (base / "keys" / name).write_text("not read by validate\n")
         (base / "keys" / name).chmod(0o600)
+    (base / "keys" / "known_hosts").write_text(KNOWN_HOSTS)  # validate checks its lines
     for name, content in files.items():
         (base / name).write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
     return base / "connector.yaml"

@@ -29,8 +29,7 @@ from pydantic import SecretStr, ValidationError
 
 from sftp_connector import notify
 from sftp_connector.config import models
-from sftp_connector.goals.results import FileResult, GoalResult, RunResult
-from sftp_connector.merge import Counts
+from sftp_connector.results import Counts, FileResult, GoalResult, RunResult
 
 pytestmark = pytest.mark.timeout(60)
 

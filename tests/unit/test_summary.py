@@ -8,8 +8,7 @@ import time
 from rich.console import Console
 
 from sftp_connector import summary
-from sftp_connector.goals.results import FileResult, GoalResult, RunResult
-from sftp_connector.merge.context import Counts
+from sftp_connector.results import Counts, FileResult, GoalResult, RunResult
 
 HOME = "/srv/partners/acme/incoming/customers/2026"
 

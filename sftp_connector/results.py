@@ -1,4 +1,7 @@
-"""What a run did, file by file and goal by goal: the values history records and the CLI prints."""
+"""What a run did, file by file and goal by goal: the values history records and the CLI prints.
+
+A foundation module: it imports nothing of the connector, so history, health, notifications and
+the summary read run results without the merge, polars or the store."""
 
 from __future__ import annotations
 
@@ -7,11 +10,27 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sftp_connector.merge import Counts
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Counts:
+    """Row counters of one file, as recorded in history."""
+
+    rows_read: int = 0
+    rows_applied: int = 0
+    rows_unchanged: int = 0
+    rows_filtered: int = 0
+    rows_rejected: int = 0
+    cells_rejected: int = 0
+    rows_unmatched: int = 0
+    orphans: int = 0
+    no_consent: int = 0
+    erased: int = 0
+    cleared: int = 0
+
 
 _COUNTS = [f.name for f in fields(Counts)]
-
-logger = logging.getLogger(__name__)
 
 FileStatus = Literal["imported", "skipped_unchanged", "skipped_unstable", "failed", "exported", "dry_run"]
 GoalStatus = Literal["success", "failed", "skipped"]
