@@ -40,7 +40,7 @@ def test_linked_files_pair_by_wildcard_value() -> None:
     root = files.match(entry(pattern="customers_*.csv"), listed("customers_244.csv"))[0]
     candidates = files.match(orders, listed("orders_243.csv", "orders_244.csv"))
     assert files.pair(orders, candidates, root).remote.name == "orders_244.csv"
-    with pytest.raises(InputError, match="linked file orders is missing for customers_244.csv"):
+    with pytest.raises(InputError, match=r"linked file orders is missing for customers_244\.csv"):
         files.pair(orders, candidates[:1], root)
 
 
@@ -48,7 +48,7 @@ def test_without_a_wildcard_exactly_one_linked_file() -> None:
     lines = entry(name="lines", pattern="lines.csv")
     root = files.match(entry(pattern="orders.csv"), listed("orders.csv"))[0]
     assert files.pair(lines, files.match(lines, listed("lines.csv")), root).remote.name == "lines.csv"
-    with pytest.raises(InputError, match="expected one file matching lines.csv in in, found 0"):
+    with pytest.raises(InputError, match=r"expected one file matching lines\.csv in in, found 0"):
         files.pair(lines, [], root)
 
 

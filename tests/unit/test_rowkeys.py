@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import polars as pl
@@ -17,7 +18,7 @@ def test_occurrence_numbers_count_each_value_across_batches(values: list[str], c
     bounds = sorted({0, len(values), *(c for c in cuts if c <= len(values))})
     seen, numbers, expected = rowkeys.Occurrences(), [], []
     running: Counter[str] = Counter()
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         numbers += seen.number(pl.Series(values[start:end], dtype=pl.String)).to_list()
     for value in values:
         running[value] += 1
