@@ -44,5 +44,6 @@ def test_each_file_comes_back_out_once_per_record() -> None:
 
 def test_a_missing_link_key_names_both_files() -> None:
     bad = part("lines", {"order": ["O1"], "sku": ["S1"]}, {"parent": "order_id", "child": "order_id"})
-    with pytest.raises(InputError, match=r"link key order_id is not a column of lines_1\.csv \(linked to orders_1\.csv"):
+    said = r"link key order_id is not a column of lines_1\.csv \(linked to orders_1\.csv"
+    with pytest.raises(InputError, match=said):
         linked.join([ORDERS, bad])
