@@ -30,6 +30,29 @@ class Counts:
     cleared: int = 0
 
 
+    def add_merged(self, more: Counts) -> None:
+        """Given the counts a merge of the file's rows made, add them (not rows_read: the reader counts those)."""
+        self.rows_applied += more.rows_applied
+        self.rows_unchanged += more.rows_unchanged
+        self.rows_filtered += more.rows_filtered
+        self.rows_rejected += more.rows_rejected
+        self.cells_rejected += more.cells_rejected
+        self.rows_unmatched += more.rows_unmatched
+        self.orphans += more.orphans
+        self.no_consent += more.no_consent
+        self.erased += more.erased
+        self.cleared += more.cleared
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """The profiles (or groups) a file's merge created and updated, and the ids of the last five it touched."""
+
+    created: int
+    updated: int
+    last: list[int]
+
+
 _COUNTS = [f.name for f in fields(Counts)]
 
 FileStatus = Literal["imported", "skipped_unchanged", "skipped_unstable", "failed", "exported", "dry_run"]
@@ -78,12 +101,12 @@ class GoalResult:
         self.status, self.error = "failed", error
         return self
 
-    def touch(self, created: int, updated: int, last: list[int]) -> None:
-        """Given one file's profile counts and last touched ids, add them to the goal's."""
-        self.profiles_created += created
-        self.profiles_updated += updated
-        merged = [str(pid) for pid in last] + [p for p in self.last_profiles if p not in {str(x) for x in last}]
-        self.last_profiles = merged[:5]
+    def touch(self, touched: Touched) -> None:
+        """Given what one file's merge touched, add it to the goal's."""
+        self.profiles_created += touched.created
+        self.profiles_updated += touched.updated
+        last = [str(pid) for pid in touched.last]
+        self.last_profiles = [*last, *(p for p in self.last_profiles if p not in last)][:5]
 
     def as_json(self, *, files: bool = True) -> dict[str, Any]:
         """Return the goal's entry of `history --json` (without `files`: its own fields only)."""

@@ -176,7 +176,7 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
         exc.file = {d.remote.name: d.remote.path for d in plain}.get(exc.file or "", exc.file)
         raise
     for result, d in zip(results, plain, strict=True):
-        result.signer = _verified(d).signer
+        result.signer = result.signer or d.signer  # a streamed file's merge verified it; a linked set was before
     if results[0].status == "imported":
         for result, d in zip(results, plain, strict=True):
             result.warning = _after_import(ctx, job.goal, d.remote)
@@ -368,16 +368,17 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         _stop_if_failed(d)
         pipeline.flush()
         _stop_if_asked(ctx)  # the writes of the last batches were under way until now
-        _verified(d)  # gpg's signature and integrity checks: nothing of the file is kept before them
+        signer = _verified(d).signer  # gpg's signature and integrity checks: nothing of the file is kept before them
         _write_rejects(ctx, job.goal, d, [*rejects, *state.rejects])
         _check_reject_ratio(goal, state.counts)
         if goal.write_mode == "overwrite":
             state.counts.cleared = sync.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
         touched = merge.finish(conn, [state], cleared=state.counts.cleared)
-    totals.touch(*touched)  # only once committed: a failed commit created and updated nothing
+    totals.touch(touched)  # only once committed: a failed commit created and updated nothing
     if ctx.progress is not None:
         ctx.progress(f"{d.remote.name} rows merged", state.counts.rows_read, state.counts.rows_read, "rows")
-    return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts)]
+    return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts,
+                       signer=signer)]
 
 
 def _report_rows(ctx: RunContext, d: Local, data: csvio.CsvData, rows: int) -> None:
@@ -445,7 +446,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
             state = _merge_level(ctx, conn, job, joined, part, ids[part.entry.name], now, side_reads=side_reads)
             if state is not None:
                 states.append(state)
-                _add(counts[part.entry.name], state.counts)
+                counts[part.entry.name].add_merged(state.counts)
                 rejects[part.entry.name] += state.rejects
             _stop_if_asked(ctx)
         for name, (unmatched, rejected) in _events(ctx, conn, goal, joined, now).items():
@@ -459,7 +460,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
             counts[parts[0].entry.name].cleared = sync.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
         touched = merge.finish(conn, states, cleared=counts[parts[0].entry.name].cleared) if states else None
     if touched is not None:
-        totals.touch(*touched)  # only once committed
+        totals.touch(touched)  # only once committed
     status: FileStatus = "dry_run" if ctx.dry_run else "imported"
     return [FileResult(d.remote.path, status, d.sha256, counts[d.entry.name]) for d in locals_]
 
@@ -483,12 +484,6 @@ def _merge_level(
         for start in range(0, max(rows.height, 1), BATCH_ROWS):
             pipeline.apply(rows.slice(start, BATCH_ROWS), state)
     return state
-
-
-def _add(total: merge.Counts, more: merge.Counts) -> None:
-    for name, value in asdict(more).items():
-        if name not in ("rows_read",):
-            setattr(total, name, getattr(total, name) + value)
 
 
 def _has_events(goal: models.ImportProfiles | models.ImportGroups) -> bool:

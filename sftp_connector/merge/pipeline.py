@@ -16,6 +16,7 @@ from sftp_connector.merge.context import Context, FileMerge, mappings
 from sftp_connector.merge.memory import fresh, keyed, latest_by_hash
 from sftp_connector.merge.plan import Plan, Read, added_by_file, changed_by_file, conflicts, plan_batch, read_batch
 from sftp_connector.merge.write import remember_touched, staged, write_plan
+from sftp_connector.results import Touched
 from sftp_connector.rowkeys import HASH_SEED
 from sftp_connector.store import queries
 from sftp_connector.store.db import Store
@@ -193,9 +194,9 @@ class _Abandoned(Exception):
     """A job not run because one before it failed."""
 
 
-def finish(conn: Connection, states: list[FileMerge], *, cleared: int = 0) -> tuple[int, int, list[int]]:
+def finish(conn: Connection, states: list[FileMerge], *, cleared: int = 0) -> Touched:
     """Given the merges of one file (or linked set) and how many profiles its overwrite cleared, add the
-    profiles they touched to the goal's set; return (created, updated, last five touched ids).
+    profiles they touched to the goal's set; return how many it created and updated, and the last it touched.
 
     A profile the file created and then changed again counts as created only.
     """
@@ -207,4 +208,4 @@ def finish(conn: Connection, states: list[FileMerge], *, cleared: int = 0) -> tu
     changed = pl.concat([s.changed for s in states]).unique()
     if firsts:
         changed = changed.filter(changed < min(firsts))
-    return sum(s.created for s in states), changed.len() + cleared, last
+    return Touched(sum(s.created for s in states), changed.len() + cleared, last)
