@@ -125,7 +125,7 @@ def _parents_first(parts: list[Part]) -> list[Part]:
     return ordered
 
 
-def check_fields(goal: models.ImportProfiles | models.ImportGroups, columns: list[str], labels: dict[str, str]) -> None:
+def check_fields(goal: models.ImportGoal, columns: list[str], labels: dict[str, str]) -> None:
     """Raise InputError if a mapped, identifier or group field is in none of the set's files."""
     wanted = [m.field for m in goal.mappings]
     if isinstance(goal, models.ImportProfiles):

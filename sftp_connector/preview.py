@@ -25,7 +25,6 @@ from sftp_connector.goals.context import RunContext
 from sftp_connector.shown import visible
 from sftp_connector.store.db import Store
 
-ImportGoal = models.ImportProfiles | models.ImportGroups
 SAMPLES = 3  # distinct sample values shown per column
 CELL = 40  # characters of a value shown before it is cut
 
@@ -58,7 +57,7 @@ def show(config: Config, store: Store, name: str, *, rows: int, console: Console
         ctx.close()
 
 
-def _import_goal(config: Config, name: str) -> ImportGoal:
+def _import_goal(config: Config, name: str) -> models.ImportGoal:
     """Return the named goal, with stable_after_s 0: a preview looks at files as they are, without waiting."""
     goal = config.goal(name)
     if isinstance(goal, models.ExportProfiles):
@@ -66,7 +65,7 @@ def _import_goal(config: Config, name: str) -> ImportGoal:
     return goal.model_copy(update={"stable_after_s": 0})
 
 
-def _print_header(console: Console, goal: ImportGoal) -> None:
+def _print_header(console: Console, goal: models.ImportGoal) -> None:
     readiness = ("done markers are shown, not waited for" if goal.done_marker
                  else "readiness (whether a file is still being written) is not checked")
     console.print(f"goal {goal.name} ({goal.kind}): preview only: nothing is written to the store and no remote "
@@ -76,7 +75,7 @@ def _print_header(console: Console, goal: ImportGoal) -> None:
 # ── files and linked sets ────────────────────────────────────────────────────────────
 
 
-def _print_files(console: Console, ctx: RunContext, goal: ImportGoal) -> list[selection.Candidate]:
+def _print_files(console: Console, ctx: RunContext, goal: models.ImportGoal) -> list[selection.Candidate]:
     """Print every file entry's matched files and each root file's linked set; return the root files."""
     table = Table(title="matched files")
     for column in ("entry", "file", "wildcard", "size", "modified (UTC)"):
@@ -95,7 +94,7 @@ def _print_files(console: Console, ctx: RunContext, goal: ImportGoal) -> list[se
     return candidates
 
 
-def _matched(ctx: RunContext, goal: ImportGoal, entry: models.FileEntry) -> list[files.Match]:
+def _matched(ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry) -> list[files.Match]:
     """The entry's matching files, paired or not (done markers left out, as the import does)."""
     listing = ctx.session().list(entry.directory)
     names = {r.name for r in listing}
@@ -127,7 +126,9 @@ def _size(size: int) -> str:
 # ── reading the set ──────────────────────────────────────────────────────────────────
 
 
-def _read_set(ctx: RunContext, goal: ImportGoal, candidate: selection.Candidate, console: Console) -> list[linked.Part]:
+def _read_set(
+    ctx: RunContext, goal: models.ImportGoal, candidate: selection.Candidate, console: Console
+) -> list[linked.Part]:
     """Download, decrypt and read each file of the set; the plaintext is deleted as soon as it is read."""
     members = [(goal.files[0], candidate.match), *candidate.linked]
     names = ", ".join(m.remote.name for _, m in members)
@@ -141,7 +142,7 @@ def _read_set(ctx: RunContext, goal: ImportGoal, candidate: selection.Candidate,
     return [_read(ctx, goal, entry, match.remote, console) for entry, match in members]
 
 
-def _read(ctx: RunContext, goal: ImportGoal, entry: models.FileEntry, remote: sftp.RemoteFile,
+def _read(ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry, remote: sftp.RemoteFile,
           console: Console) -> linked.Part:
     local = None
     try:
@@ -209,7 +210,7 @@ def _cut(value: str) -> str:
 # ── warnings ─────────────────────────────────────────────────────────────────────────
 
 
-def warnings(config: Config, goal: ImportGoal, parts: list[linked.Part]) -> list[str]:
+def warnings(config: Config, goal: models.ImportGoal, parts: list[linked.Part]) -> list[str]:
     """Given a goal and the files of one of its sets as read, return warnings: fields the goal names that the
     files lack, linking or processor failures the import would hit, and properties other goals also write."""
     view, problems = _view(goal, parts)
@@ -217,7 +218,7 @@ def warnings(config: Config, goal: ImportGoal, parts: list[linked.Part]) -> list
     return problems + _overlap_warnings(config, goal, view.fields(view.root))
 
 
-def _view(goal: ImportGoal, parts: list[linked.Part]) -> tuple[linked.Joined, list[str]]:
+def _view(goal: models.ImportGoal, parts: list[linked.Part]) -> tuple[linked.Joined, list[str]]:
     """The set's rows as the import's mappings see them (linked, then processed); and why not, if that fails."""
     problems: list[str] = []
     try:
@@ -242,7 +243,7 @@ def _alone(root: linked.Part, children: list[linked.Part] | None = None) -> link
     return linked.Joined(frame, root.entry.name, labels)
 
 
-def _field_warnings(goal: ImportGoal, view: linked.Joined) -> list[str | None]:
+def _field_warnings(goal: models.ImportGoal, view: linked.Joined) -> list[str | None]:
     """A warning for each field the goal names that is not in its file (files not read are not checked)."""
     children = {e.name for e in goal.files[1:]}
     found = [_missing(view, "mapping", *_owned(m.field, view.root, children)) for m in goal.mappings]
@@ -272,22 +273,22 @@ def _missing(view: linked.Joined, what: str, entry: str, field: str) -> str | No
             f"fields: {', '.join(own) or 'none'})")
 
 
-def _overlap_warnings(config: Config, goal: ImportGoal, root_fields: list[str]) -> list[str]:
+def _overlap_warnings(config: Config, goal: models.ImportGoal, root_fields: list[str]) -> list[str]:
     """A warning for each property this goal maps that another goal of the same target also maps."""
     writers: dict[str, list[str]] = {}
     for other in config.goals:
-        if other.name != goal.name and isinstance(other, ImportGoal) and _target(other) == _target(goal):
+        if other.name != goal.name and isinstance(other, models.ImportGoal) and _target(other) == _target(goal):
             for prop in {other.prefix + m.property for m in other.mappings}:
                 writers.setdefault(prop, []).append(other.name)
     return [f"{_target(goal)} property {prop} is also written by goal(s) {', '.join(writers[prop])}"
             for prop in sorted(_written(goal, root_fields)) if prop in writers]
 
 
-def _target(goal: ImportGoal) -> str:
+def _target(goal: models.ImportGoal) -> str:
     return "profile" if isinstance(goal, models.ImportProfiles) else f"group ({goal.group_type})"
 
 
-def _written(goal: ImportGoal, root_fields: list[str]) -> set[str]:
+def _written(goal: models.ImportGoal, root_fields: list[str]) -> set[str]:
     """The properties the goal writes: its mappings, and with bulk_mapping each unmapped root field."""
     written = {goal.prefix + m.property for m in goal.mappings}
     if goal.bulk_mapping is None:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sftp_connector import csvio, events, failpoints, files, linked, merge, pgp, processors, sftp, sync
+from sftp_connector import csvio, events, failpoints, files, linked, merge, pgp, processors, removals, sftp
 from sftp_connector import rejects as rejects_file
 from sftp_connector.config import models
 from sftp_connector.config.load import goal_digest
@@ -38,7 +38,7 @@ AHEAD_MAX_BYTES = 1 << 20
 """Files up to this size are fetched (downloaded, their decryption started) while the file before merges."""
 
 
-def run(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups) -> GoalResult:
+def run(ctx: RunContext, goal: models.ImportGoal) -> GoalResult:
     """Given an import goal, import each of its ready files (with their linked files) and return what happened.
 
     A failing file fails the goal but not the files after it.
@@ -83,7 +83,7 @@ class FileJob:
     """One root file (and its linked set) to import: its goal, where it was listed, the goal's import
     records, its digest and its processors."""
 
-    goal: models.ImportProfiles | models.ImportGroups
+    goal: models.ImportGoal
     candidate: selection.Candidate
     records: dict[str, tables.ImportedFile]
     digest: str
@@ -236,7 +236,7 @@ class _Ahead:
 
 
 def fetch(
-    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, entry: models.FileEntry,
+    ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry,
     remote: sftp.RemoteFile,
 ) -> Local:
     """Given a listed file of the goal, download and decrypt it into the run's work folder (as `preview`
@@ -249,7 +249,7 @@ def _local(ctx: RunContext, remote: sftp.RemoteFile) -> Path:
 
 
 def _download(
-    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, entry: models.FileEntry,
+    ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry,
     remote: sftp.RemoteFile,
 ) -> Local:
     report = ctx.progress
@@ -259,7 +259,7 @@ def _download(
     return Local(entry, remote, sha256_of(local))
 
 
-def _decrypting(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, downloaded: Local) -> Local:
+def _decrypting(ctx: RunContext, goal: models.ImportGoal, downloaded: Local) -> Local:
     """Start decrypting the downloaded file; return it with its plaintext being written (see `Local`).
     A plaintext file is returned as it is. Raise GoalError if it cannot be decrypted here."""
     local = _local(ctx, downloaded.remote)
@@ -353,12 +353,12 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             counts.rows_rejected += len(data.rejects)
             counts.cells_rejected += len(processed.rejects)
             rejects += [*data.rejects, *processed.rejects]
-            kept, erasures = sync.split_erasures(processed.frame, goal, d.remote.name)
+            kept, erasures = removals.split_erasures(processed.frame, goal, d.remote.name)
             pipeline.apply(kept, state)
             _report_rows(ctx, d, data, counts.rows_read)
             if not erasures.is_empty() or _has_events(goal):  # they read the store: this batch must be in it
                 pipeline.flush(store_changes=not erasures.is_empty())
-            counts.erased += sync.erase(ctx.store, conn, erasures, merge_ctx, now=now)
+            counts.erased += removals.erase(ctx.store, conn, erasures, merge_ctx, now=now)
             joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
             for unmatched, rejected in _events(ctx, conn, goal, joined, now).values():
                 counts.rows_unmatched += unmatched
@@ -372,7 +372,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         _write_rejects(ctx, job.goal, d, [*rejects, *state.rejects])
         _check_reject_ratio(goal, state.counts)
         if goal.write_mode == "overwrite":
-            state.counts.cleared = sync.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
+            state.counts.cleared = removals.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
         touched = merge.finish(conn, [state], cleared=state.counts.cleared)
     totals.touch(touched)  # only once committed: a failed commit created and updated nothing
     if ctx.progress is not None:
@@ -423,7 +423,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
              for d in locals_ if d.plain is not None]
     joined = linked.join(parts)
     processed = processors.run(job.steps, joined.frame, label=parts[0].label)
-    joined.frame, erasures = sync.split_erasures(processed.frame, goal, parts[0].label)
+    joined.frame, erasures = removals.split_erasures(processed.frame, goal, parts[0].label)
     linked.check_fields(goal, joined.frame.columns, joined.labels)
     counts = {p.entry.name: merge.Counts(rows_read=p.data.rows_read, rows_rejected=len(p.data.rejects))
               for p in parts}
@@ -437,7 +437,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
     with ctx.store.transaction(rollback=ctx.dry_run) as conn:
         ids = {d.entry.name: _record(conn, job, d, ctx.run, now) for d in locals_}
         erase_ctx = _merge_context(ctx, goal, parts[0].label, job.digest)
-        counts[parts[0].entry.name].erased = sync.erase(
+        counts[parts[0].entry.name].erased = removals.erase(
             ctx.store, conn, erasures.unique(subset=csvio.ROW, keep="first"), erase_ctx, now=now)
         states: list[merge.FileMerge] = []
         for part in parts:
@@ -457,7 +457,7 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
             _write_rejects(ctx, goal, d, rejects[d.entry.name])
             _check_reject_ratio(goal, counts[d.entry.name])
         if goal.write_mode == "overwrite" and states:
-            counts[parts[0].entry.name].cleared = sync.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
+            counts[parts[0].entry.name].cleared = removals.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
         touched = merge.finish(conn, states, cleared=counts[parts[0].entry.name].cleared) if states else None
     if touched is not None:
         totals.touch(touched)  # only once committed
@@ -486,12 +486,12 @@ def _merge_level(
     return state
 
 
-def _has_events(goal: models.ImportProfiles | models.ImportGroups) -> bool:
+def _has_events(goal: models.ImportGoal) -> bool:
     return isinstance(goal, models.ImportProfiles) and bool(goal.events)
 
 
 def _events(
-    ctx: RunContext, conn: Any, goal: models.ImportProfiles | models.ImportGroups, joined: linked.Joined, now: float
+    ctx: RunContext, conn: Any, goal: models.ImportGoal, joined: linked.Joined, now: float
 ) -> dict[str, tuple[int, list[RowReject]]]:
     """Import the goal's events from joined rows; return, by event file, (rows without a profile, rejects)."""
     found: dict[str, tuple[int, list[RowReject]]] = {}
@@ -507,14 +507,14 @@ def _events(
 
 
 def _merge_context(
-    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, label: str, digest: str,
+    ctx: RunContext, goal: models.ImportGoal, label: str, digest: str,
     level: frozenset[str] | None = None, root: bool = True,
 ) -> merge.Context:
     return merge.context(goal, label=label, digest=digest, indexed=ctx.indexed, privacy=ctx.config.connector.privacy,
                          level=level, root=root)
 
 
-def _check_reject_ratio(goal: models.ImportProfiles | models.ImportGroups, counts: merge.Counts) -> None:
+def _check_reject_ratio(goal: models.ImportGoal, counts: merge.Counts) -> None:
     if counts.rows_read and counts.rows_rejected / counts.rows_read > goal.max_reject_ratio:
         raise InputError(
             f"{counts.rows_rejected} of {counts.rows_read} rows rejected "
@@ -522,7 +522,7 @@ def _check_reject_ratio(goal: models.ImportProfiles | models.ImportGroups, count
             "nothing was imported (see the rejects file)")
 
 
-def _write_rejects(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, d: Local,
+def _write_rejects(ctx: RunContext, goal: models.ImportGoal, d: Local,
                    rejects: list[RowReject]) -> None:
     """Write the file's rejected rows as read (a second read of its decrypted copy, only if there are any)."""
     assert d.plain is not None
@@ -542,7 +542,7 @@ def _refresh_listing(ctx: RunContext, record: tables.ImportedFile | None, remote
             "size": remote.size, "mtime": remote.mtime, "listed_at": listed_at}))
 
 
-def _after_import(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups,
+def _after_import(ctx: RunContext, goal: models.ImportGoal,
                   remote: sftp.RemoteFile) -> str | None:
     """Delete or move the imported file (and its done marker); the store has already committed. Return the
     warning to record on the file if that failed."""
@@ -552,14 +552,14 @@ def _after_import(ctx: RunContext, goal: models.ImportProfiles | models.ImportGr
     return _tidy(ctx, goal, remote, action, "after_import")
 
 
-def _after_error(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups,
+def _after_error(ctx: RunContext, goal: models.ImportGoal,
                  remote: sftp.RemoteFile) -> str | None:
     if ctx.dry_run or goal.on_error == "keep":
         return None
     return _tidy(ctx, goal, remote, goal.on_error.move_to, "on_error")
 
 
-def _tidy(ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, remote: sftp.RemoteFile,
+def _tidy(ctx: RunContext, goal: models.ImportGoal, remote: sftp.RemoteFile,
           action: str, setting: str) -> str | None:
     """Apply `delete` or a move_to directory (relative to the file's directory) to a file and its marker.
     Return a warning naming the setting, the action, the file and the cause if it failed, else None."""

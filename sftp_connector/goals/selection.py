@@ -33,7 +33,7 @@ class Candidate:
 
 
 def select(
-    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups,
+    ctx: RunContext, goal: models.ImportGoal,
     settled: Callable[[sftp.RemoteFile], bool] = lambda _: False,
 ) -> list[Candidate]:
     """Given an import goal and which files are as they were imported (`settled`), list its directories and
@@ -64,7 +64,7 @@ def select(
 
 
 def _listed(
-    ctx: RunContext, goal: models.ImportProfiles | models.ImportGroups, entry: models.FileEntry,
+    ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry,
     listings: dict[str, list[sftp.RemoteFile]],
 ) -> list[files.Match]:
     """The files of one entry of the goal, its directory listed once per run of the goal."""
@@ -77,7 +77,7 @@ def _listed(
 
 
 def _has_marker(
-    goal: models.ImportProfiles | models.ImportGroups, match: files.Match, listings: dict[str, list[sftp.RemoteFile]]
+    goal: models.ImportGoal, match: files.Match, listings: dict[str, list[sftp.RemoteFile]]
 ) -> bool:
     assert goal.done_marker is not None
     marker = posixpath.join(posixpath.dirname(match.remote.path), files.done_marker_name(goal.done_marker,
@@ -86,7 +86,7 @@ def _has_marker(
 
 
 def _paired(
-    goal: models.ImportProfiles | models.ImportGroups, root: files.Match, matched: dict[str, list[files.Match]],
+    goal: models.ImportGoal, root: files.Match, matched: dict[str, list[files.Match]],
     listed_at: float,
 ) -> Candidate:
     linked, missing = [], None

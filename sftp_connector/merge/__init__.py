@@ -15,10 +15,10 @@ over frames), `plan`, `write`, `pipeline` (start, the threads, finish).
 """
 
 from sftp_connector.merge.context import (
+    ColumnRule,
     Context,
     Counts,
     FileMerge,
-    Mapping,
     context,
     field_col,
     mappings,
@@ -26,5 +26,16 @@ from sftp_connector.merge.context import (
 )
 from sftp_connector.merge.pipeline import Pipeline, finish, start
 
-__all__ = ["Context", "Counts", "FileMerge", "Mapping", "Pipeline", "context", "field_col", "finish", "mappings",
-           "prop_col", "start"]
+__all__ = [
+    "ColumnRule",
+    "Context",
+    "Counts",
+    "FileMerge",
+    "Pipeline",
+    "context",
+    "field_col",
+    "finish",
+    "mappings",
+    "prop_col",
+    "start",
+]

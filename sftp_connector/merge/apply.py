@@ -14,7 +14,7 @@ import polars as pl
 from sftp_connector import rules
 from sftp_connector.config import models
 from sftp_connector.errors import RowReject
-from sftp_connector.merge.context import FileMerge, Mapping, field_col, prop_col
+from sftp_connector.merge.context import ColumnRule, FileMerge, field_col, prop_col
 
 
 def applied(rows: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -67,7 +67,7 @@ def _sum_differences(joined: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     return joined.drop("_prev")
 
 
-def _reject_amounts(bad: pl.DataFrame, mapping: Mapping, state: FileMerge) -> None:
+def _reject_amounts(bad: pl.DataFrame, mapping: ColumnRule, state: FileMerge) -> None:
     for number, value in bad.select("_row", field_col(mapping.field)).iter_rows():
         state.rejects.append(RowReject(state.ctx.label, number, mapping.field, f"`{mapping.field}` is not a number",
                                        value[:200]))
@@ -91,7 +91,7 @@ def _consented(joined: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     return joined.filter(passes)
 
 
-def _consent_by_rule(mapping: Mapping, held: pl.Expr, held_any: pl.Expr, objectives: list[str]) -> pl.Expr:
+def _consent_by_rule(mapping: ColumnRule, held: pl.Expr, held_any: pl.Expr, objectives: list[str]) -> pl.Expr:
     """Whether each row passes the consent check when one mapping writes the consent property.
 
     Rows of a profile that failed added no objective, so "an earlier row applied values
@@ -113,7 +113,7 @@ def _consent_by_rule(mapping: Mapping, held: pl.Expr, held_any: pl.Expr, objecti
     return held_any | names_one | earlier(names_one)  # add
 
 
-def _consent_one_by_one(joined: pl.DataFrame, maps: list[Mapping], state: FileMerge) -> pl.Series:
+def _consent_one_by_one(joined: pl.DataFrame, maps: list[ColumnRule], state: FileMerge) -> pl.Series:
     """The consent check row by row, for a consent property written by several mappings (rare)."""
     objectives = set(state.ctx.objectives)
     names = [_contribution_col(m.property) if m.rule == "sum" else _values_col(m.field) for m in maps]
@@ -171,7 +171,7 @@ def _folded(many: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> pl.Da
     return current.select("pid", *(prop_col(p) for p in state.props))
 
 
-def _operations(many: pl.DataFrame, listed: list[Mapping], props: list[str]) -> pl.DataFrame:
+def _operations(many: pl.DataFrame, listed: list[ColumnRule], props: list[str]) -> pl.DataFrame:
     """One row per (row, mapping): _pid, _p (the property's index in props), _rule, _v (the cell's values),
     grouped by profile and property, in file and mapping order."""
     index = {p: n for n, p in enumerate(props)}
@@ -229,13 +229,13 @@ def _contribution_col(prop: str) -> str:
     return f"c\x1f{prop}"
 
 
-def layers(maps: list[Mapping]) -> list[list[Mapping]]:
+def layers(maps: list[ColumnRule]) -> list[list[ColumnRule]]:
     """Split the list-rule mappings, in order, into groups that can be computed together (one pass, all cores).
 
     A group never holds two mappings of one property (the second must see the first's
     result).
     """
-    layers: list[list[Mapping]] = []
+    layers: list[list[ColumnRule]] = []
     taken: set[str] = set()  # the properties of the last layer
     for mapping in maps:
         if not layers or mapping.property in taken:

@@ -27,7 +27,10 @@ def prop_col(prop: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Mapping:
+class ColumnRule:
+    """One column of the file written to one property by one rule: a goal's mapping, its prefix applied, or
+    one column of its bulk mapping (config's `Mapping` is the YAML entry it comes from)."""
+
     field: str
     property: str
     rule: models.Rule
@@ -37,7 +40,7 @@ class Mapping:
 class Context:
     """What merging a file (or one level of a linked set) needs to know besides its rows."""
 
-    goal: models.ImportProfiles | models.ImportGroups
+    goal: models.ImportGoal
     label: str
     separator: str | None
     digest: str
@@ -57,7 +60,7 @@ class Context:
 
 
 def context(
-    goal: models.ImportProfiles | models.ImportGroups, *, label: str, digest: str, indexed: frozenset[str],
+    goal: models.ImportGoal, *, label: str, digest: str, indexed: frozenset[str],
     privacy: models.Privacy, level: frozenset[str] | None = None, root: bool = True,
 ) -> Context:
     """Given an import goal and the file being merged, return its merge context.
@@ -87,7 +90,7 @@ class FileMerge:
     """
 
     ctx: Context
-    maps: list[Mapping]
+    maps: list[ColumnRule]
     file_id: int
     previous: pl.DataFrame | None
     """The rows remembered from the file's earlier import (key, hash, profile_id, sums, _h: key hash), sorted by
@@ -137,8 +140,8 @@ class FileMerge:
 
 
 def mappings(
-    goal: models.ImportProfiles | models.ImportGroups, columns: list[str], level: frozenset[str] | None = None
-) -> list[Mapping]:
+    goal: models.ImportGoal, columns: list[str], level: frozenset[str] | None = None
+) -> list[ColumnRule]:
     """Given a goal and the file's columns, return its mappings with prefix and bulk mapping applied.
 
     With `level` (a linked set's file), only mappings of that file's fields; bulk mapping
@@ -146,7 +149,7 @@ def mappings(
     column of the file, or a property is mapped with `sum` and another rule.
     """
     ids = [i.field for i in goal.identifiers] if isinstance(goal, models.ImportProfiles) else [goal.identifier.field]
-    explicit = [Mapping(m.field, goal.prefix + m.property, m.rule) for m in goal.mappings
+    explicit = [ColumnRule(m.field, goal.prefix + m.property, m.rule) for m in goal.mappings
                 if level is None or m.field in level]
     missing = [f for f in [*ids, *(m.field for m in explicit)] if f not in columns]
     if missing:
@@ -156,13 +159,13 @@ def mappings(
         taken = {m.field for m in goal.mappings} | set(ids)
         if isinstance(goal, models.ImportProfiles):
             taken |= {g.field for g in goal.groups}
-        explicit += [Mapping(c, goal.prefix + c, goal.bulk_mapping.rule) for c in columns
+        explicit += [ColumnRule(c, goal.prefix + c, goal.bulk_mapping.rule) for c in columns
                      if c not in taken and not c.startswith("_") and (level is None or c in level)]
     _check_sums_alone(explicit)
     return explicit
 
 
-def _check_sums_alone(maps: list[Mapping]) -> None:
+def _check_sums_alone(maps: list[ColumnRule]) -> None:
     """Raise InputError if a property is mapped with `sum` and with another rule (a sum holds one number)."""
     sums = {m.property for m in maps if m.rule == "sum"}
     mixed = sorted({m.property for m in maps if m.rule != "sum" and m.property in sums})

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"rules", "schedule", "sftp", "pgp", "csvio", "notify"},  # pure rules; the transport, crypto and CSV stages
     {"linked", "rejects", "store"},  # joining files; reject files; the store
     {"files", "events", "merge", "history"},  # file decisions; events; rows into profiles; run history
-    {"sync"},  # erasure and overwrite, on top of the merge
+    {"removals"},  # erasure requests and overwrite mode, on top of the merge
     {"goals"},  # composes the stages per file and goal
     {"preview", "daemon", "demo", "init"},  # entry points
     {"cli", "__main__"},

@@ -12,7 +12,7 @@ from sftp_connector.merge import apply, memory, plan
 from sftp_connector.rowkeys import HASH_SEED, Occurrences
 from sftp_connector.store import writes
 
-M = merge.Mapping
+M = merge.ColumnRule
 
 
 def test_layers_keep_mappings_of_one_property_in_order() -> None:

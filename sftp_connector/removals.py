@@ -20,7 +20,7 @@ from sftp_connector.store import queries, removal, writes
 from sftp_connector.store.db import Store
 
 
-def split_erasures(frame: pl.DataFrame, goal: models.ImportProfiles | models.ImportGroups,
+def split_erasures(frame: pl.DataFrame, goal: models.ImportGoal,
                    label: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Given a batch of rows, return (rows to merge, erasure requests). Raise InputError if the
     delete_when field is not a column of the file."""
