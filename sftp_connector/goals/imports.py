@@ -108,7 +108,7 @@ class FileJob:
 def import_file(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileResult]:
     """Given a ready root file, import it with its linked files in one transaction and return a result per
     file; never raise a GoalError."""
-    goal, remote = job.goal, job.remote
+    goal = job.goal
     if all(files.unchanged_by_listing(r, job.records.get(r.path), job.digest, ctx.force) for _, r in job.members) \
             and not job.candidate.missing:
         return [FileResult(r.path, "skipped_unchanged", job.records[r.path].sha256) for _, r in job.members]
@@ -117,7 +117,8 @@ def import_file(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileR
             raise InputError(job.candidate.missing)
         return _download_and_merge(ctx, job, totals)
     except GoalError as exc:
-        exc.located(goal=goal.name, file=remote.path)
+        exc.file = _remote_path_of(ctx, job, exc.file)  # the one place an import's errors get their file
+        exc.located(goal=goal.name)
         logger.error("%s", exc)
         if isinstance(exc, TransportError) and exc.transient:
             ctx.drop_session()
@@ -150,6 +151,17 @@ class Local:
         return self.decryption.open if self.decryption is not None else self.plain
 
 
+def _remote_path_of(ctx: RunContext, job: FileJob, file: str | None) -> str:
+    """Given the file an error names, return the remote path the operator knows it by: the stages name a file
+    by what they were given (the reader by its bare name, as rejects do; gpg by its local copy). The one place
+    an import's errors are located."""
+    for _, remote in job.members:
+        local = str(ctx.work_dir / sftp.local_name(remote.path))
+        if file in (remote.path, remote.name) or (file is not None and file.startswith(local)):
+            return remote.path
+    return file or job.remote.path
+
+
 def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileResult]:
     streamed = job.lone and not ctx.config.connector.pgp.decrypt.require_signature_from
     prefetched = job.ahead.take(job.remote.path) if job.ahead is not None and streamed else None
@@ -169,12 +181,8 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
             job.ahead.fetch(ctx, plain[0])  # the next small file downloads now and decrypts while this one merges
     else:
         plain = [_verified(_decrypting(ctx, job.goal, d)) for d in downloaded]
-    try:
-        with _decryption_failures_first(plain):
-            results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
-    except GoalError as exc:  # reading names a file by its bare name (as rejects do): say its remote path
-        exc.file = {d.remote.name: d.remote.path for d in plain}.get(exc.file or "", exc.file)
-        raise
+    with _decryption_failures_first(plain):
+        results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
     for result, d in zip(results, plain, strict=True):
         result.signer = result.signer or d.signer  # a streamed file's merge verified it; a linked set was before
     if results[0].status == "imported":
@@ -271,14 +279,10 @@ def _decrypting(ctx: RunContext, goal: models.ImportGoal, downloaded: Local) -> 
                          "pgp.decrypt.private_key", file=downloaded.remote.path)
     passphrase = settings.decrypt.passphrase.get_secret_value() if settings.decrypt.passphrase else None
     plain = local.with_name(local.name + ".plain")
-    try:
-        symmetric = settings.decrypt.symmetric_passphrase
-        decryption = pgp.Decryption(ctx.keyring(), local, plain, passphrase=passphrase, max_bytes=goal.max_file_bytes,
-                                    symmetric_passphrase=symmetric.get_secret_value() if symmetric else None,
-                                    require_signers=settings.decrypt.require_signature_from)
-    except GoalError as exc:
-        exc.file = downloaded.remote.path  # not the local temp copy pgp was given: that means nothing to operators
-        raise
+    symmetric = settings.decrypt.symmetric_passphrase
+    decryption = pgp.Decryption(ctx.keyring(), local, plain, passphrase=passphrase, max_bytes=goal.max_file_bytes,
+                                symmetric_passphrase=symmetric.get_secret_value() if symmetric else None,
+                                require_signers=settings.decrypt.require_signature_from)
     return replace(downloaded, plain=plain, decryption=decryption)
 
 
@@ -287,11 +291,7 @@ def _verified(d: Local) -> Local:
     GoalError if gpg failed: the file is not to be trusted (bad signature, altered data, too big)."""
     if d.decryption is None:
         return d
-    try:
-        outcome = d.decryption.wait()
-    except GoalError as exc:
-        exc.file = d.remote.path
-        raise
+    outcome = d.decryption.wait()  # its errors name the local copy: import_file says the remote path
     assert d.plain is not None
     d.plain.with_suffix("").unlink(missing_ok=True)  # the encrypted download: free the disk early
     failpoints.reached("after-decrypt")
