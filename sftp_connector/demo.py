@@ -18,14 +18,13 @@ from pathlib import Path
 
 import gnupg
 import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
 
 from sftp_connector import loopback, summary
 from sftp_connector.config import load
 from sftp_connector.goals import runner
+from sftp_connector.sftp import login
 from sftp_connector.store import db, queries
 
 logger = logging.getLogger(__name__)
@@ -136,7 +135,8 @@ def _tour(base: Path, console: Console) -> int:
     server_root = base / "server"
     for folder in ("customers", "households", "orders"):
         (server_root / "in" / folder).mkdir(parents=True, exist_ok=True)
-    client_key = _ssh_key(base / "keys" / "id_ed25519")
+    login.new_client_key(base / "keys" / "id_ed25519", "sftp-connector demo")
+    client_key = paramiko.Ed25519Key.from_private_key_file(str(base / "keys" / "id_ed25519"))
     logging.getLogger("sftp_connector.loopback").setLevel(logging.WARNING)
     partner = _partner_keys(base)
     with loopback.LoopbackServer(server_root, username="partner", authorized_key=client_key) as server:
@@ -163,16 +163,6 @@ def _tour(base: Path, console: Console) -> int:
         _show_export(partner, server_root / "out" / "newsletter", console)
     shutil.rmtree(partner.gnupghome, ignore_errors=True)
     return code
-
-
-def _ssh_key(path: Path) -> paramiko.PKey:
-    """Generate an Ed25519 client key in OpenSSH format (0600) and return it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
-    path.write_bytes(pem)
-    path.chmod(0o600)
-    return paramiko.Ed25519Key.from_private_key(io.StringIO(pem.decode()))
 
 
 def _partner_keys(base: Path) -> gnupg.GPG:

@@ -13,9 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from sftp_connector.errors import ConfigError, GoalError
 from sftp_connector.pgp import keys
 from sftp_connector.private import private_dir, private_file
@@ -54,7 +51,7 @@ def create(
     host_key = _host_key(server, accept_host_key, confirm) if server is not None else None
     private_dir(base / "keys")
     (base / "goals").mkdir(parents=True, exist_ok=True)
-    ssh_public = _ssh_key(base / "keys" / "id_ed25519", f"sftp-connector@{base.resolve().name}")
+    ssh_public = login.new_client_key(base / "keys" / "id_ed25519", f"sftp-connector@{base.resolve().name}")
     passphrase = base / "keys" / "pgp_passphrase"
     with private_file(passphrase).open("w", encoding="ascii") as out:
         out.write(secrets.token_urlsafe(32) + "\n")
@@ -88,18 +85,6 @@ def _host_key(server: Server, expected: str | None, confirm: Callable[[str], boo
         raise ConfigError("host key not confirmed: nothing written (check the fingerprint with the server's "
                           "owner, then run init again with --accept-host-key SHA256:…)")
     return line, kind, fingerprint
-
-
-def _ssh_key(path: Path, comment: str) -> str:
-    """Write a new ed25519 SSH private key (OpenSSH format, 0600) and its .pub; return the public line."""
-    key = Ed25519PrivateKey.generate()
-    with private_file(path).open("wb") as out:
-        out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                    serialization.NoEncryption()))
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode() + f" {comment}"
-    path.with_name(path.name + ".pub").write_text(public + "\n")
-    return public
 
 
 CONNECTOR = """\

@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sftp_connector import errors
 from sftp_connector.config import models
+from sftp_connector.private import private_file
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +192,19 @@ def _login(transport: paramiko.Transport, auth: models.SftpAuth, target: _Target
 
 
 # ── host keys and private keys ──────────────────────────────────────────────────────
+
+
+def new_client_key(path: Path, comment: str) -> str:
+    """Write a new ed25519 SSH private key (OpenSSH format, 0600, its folder 0700) and its .pub; return the
+    public line (for the server's authorized_keys)."""
+    key = Ed25519PrivateKey.generate()
+    with private_file(path).open("wb") as out:
+        out.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                    serialization.NoEncryption()))
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode() + f" {comment}"
+    path.with_name(path.name + ".pub").write_text(public + "\n")
+    return public
 
 
 def server_host_key(host: str, port: int, timeout_s: float = 30) -> tuple[str, str, str]:
