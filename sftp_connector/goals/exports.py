@@ -28,8 +28,7 @@ from sftp_connector.goals import export_files
 from sftp_connector.goals.context import RunContext, sha256_of
 from sftp_connector.readahead import read_ahead
 from sftp_connector.results import FileResult, GoalResult
-from sftp_connector.store import exports as store_exports
-from sftp_connector.store import queries
+from sftp_connector.store import export_reads, queries
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def _export(ctx: RunContext, goal: models.ExportProfiles) -> list[FileResult]:
     placed = _upload(ctx, goal, directory, sealed)
     failpoints.reached("after-upload")
     with ctx.store.transaction() as conn:
-        store_exports.save_watermark(conn, goal.name, done.started, placed[0], ctx.run)
+        export_reads.save_watermark(conn, goal.name, done.started, placed[0], ctx.run)
         if done.ids:
             queries.remember_goal_profiles(conn, goal.name, pl.concat(done.ids))
     logger.info("goal %s: exported %d profile(s) to %s", goal.name, done.rows, placed[0])
@@ -103,7 +102,7 @@ def _filename(ctx: RunContext, goal: models.ExportProfiles) -> str:
 # ── read and write the CSV files ──────────────────────────────────────────────────────
 
 
-def selection(ctx: RunContext, goal: models.ExportProfiles, *, watermark: float | None) -> store_exports.Selection:
+def selection(ctx: RunContext, goal: models.ExportProfiles, *, watermark: float | None) -> export_reads.Selection:
     """Given an export goal and its watermark (None: export every profile), return what it reads."""
     connector = ctx.config.connector
     consent = None
@@ -113,7 +112,7 @@ def selection(ctx: RunContext, goal: models.ExportProfiles, *, watermark: float 
     read = (export_files.property_of(connector, c) for c in goal.columns)
     properties = tuple(dict.fromkeys(prop for prop in read if prop))
     exported = {c.property for c in goal.columns if c.property}
-    return store_exports.Selection(
+    return export_reads.Selection(
         segments=dict(connector.segments), segment=goal.segment, consent=consent, changed_after=watermark,
         properties=properties, holding=tuple(p for p in properties if p in exported) if exported else None,
         flags=tuple(dict.fromkeys(name for c in goal.columns for name in export_files.segment_names(connector, c))),
@@ -123,9 +122,9 @@ def selection(ctx: RunContext, goal: models.ExportProfiles, *, watermark: float 
 def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name: str) -> Export:
     """Write the profiles file (and the events files) into the run's work folder."""
     done = Export(started=time.time())
-    watermark = store_exports.watermark(conn, goal.name) if goal.changed_only else None
+    watermark = export_reads.watermark(conn, goal.name) if goal.changed_only else None
     chosen = selection(ctx, goal, watermark=watermark)
-    query = store_exports.query(ctx.store, conn, chosen)
+    query = export_reads.query(ctx.store, conn, chosen)
     main = export_files.file_name(goal, name)
     if len(chosen.properties) + len(chosen.flags) > MAX_COLUMNS:
         raise GoalError(f"the export reads {len(chosen.properties) + len(chosen.flags)} properties and segment "
@@ -134,8 +133,8 @@ def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name:
                         file=main)
     sink = export_files.Sink(ctx.work_dir / sftp.local_name(main), main, goal)
     properties, flags = list(chosen.properties), list(chosen.flags)
-    pages = store_exports.pages(conn, query, export_files.page_schema(properties, flags))
-    total = store_exports.count(conn, query) if ctx.progress is not None else 0
+    pages = export_reads.pages(conn, query, export_files.page_schema(properties, flags))
+    total = export_reads.count(conn, query) if ctx.progress is not None else 0
     exported = 0
     for page in read_ahead(pages, depth=2, name="export-pages"):
         sink.add(export_files.render(ctx.config.connector, goal, properties, flags, page))
@@ -151,15 +150,15 @@ def _write(ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name:
 
 
 def _write_events(
-    ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name: str, query: store_exports.Query,
+    ctx: RunContext, conn: Connection, goal: models.ExportProfiles, name: str, query: export_reads.Query,
 ) -> list[export_files.Written]:
     """The events files of the exported profiles: one per event type, and one per nested list."""
     assert goal.events is not None
     spec = goal.events
-    types = store_exports.event_types(conn) if spec.types == "all" else list(spec.types)
+    types = export_reads.event_types(conn) if spec.types == "all" else list(spec.types)
     files = []
     for kind in types:
-        rows = store_exports.events_of(conn, query, kind, since=spec.since, since_days=spec.since_days)
+        rows = export_reads.events_of(conn, query, kind, since=spec.since, since_days=spec.since_days)
         files += export_files.event_files(ctx.work_dir, goal, name, kind, rows)
     return files
 

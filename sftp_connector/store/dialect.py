@@ -37,7 +37,7 @@ class Dialect(abc.ABC):
 
     name: ClassVar[str]
 
-    # ── SQL of segments and exports (store/segments.py, store/exports.py) ───────────────
+    # ── SQL of segments and exports (store/segments.py, store/export_reads.py) ───────────────
 
     @abc.abstractmethod
     def placeholder(self, name: str) -> str:

@@ -17,8 +17,7 @@ import pytest
 
 from sftp_connector.config import models
 from sftp_connector.goals import export_files
-from sftp_connector.store import db, queries
-from sftp_connector.store import exports as store_exports
+from sftp_connector.store import db, export_reads, queries
 from tests.fixtures.connector import Deployment
 from tests.fixtures.proxy import CuttingProxy
 from tests.fixtures.sshd import SshServer
@@ -293,7 +292,7 @@ def test_pages_of_profiles_come_in_id_order_with_nulls_and_flags(exporting: Depl
             picks = [f"p.{columns['email']}", f"p.{columns['interests']}", "NULL",
                      f"(CASE WHEN p.{columns['newsletter']} = '[\"yes\"]' THEN 1 ELSE 0 END)"]
             schema = export_files.page_schema(["email", "interests", "absent"], ["newsletter"])
-            pages = list(store_exports.profile_pages(conn, picks=picks, where="1=1", params={}, schema=schema,
+            pages = list(export_reads.profile_pages(conn, picks=picks, where="1=1", params={}, schema=schema,
                                                      page=3))
     finally:
         store.dispose()
@@ -324,12 +323,12 @@ def test_a_selection_reads_the_profiles_and_events_it_names(exporting: Deploymen
     store = db.open_store(exporting.store_url)
 
     def read(**named: Any) -> tuple[list[tuple[Any, ...]], list[str]]:
-        chosen = store_exports.Selection(segments=segments, segment="newsletter", **named)
+        chosen = export_reads.Selection(segments=segments, segment="newsletter", **named)
         with store.connection() as conn:
-            query = store_exports.query(store, conn, chosen)
+            query = export_reads.query(store, conn, chosen)
             schema = export_files.page_schema(list(chosen.properties), list(chosen.flags))
-            rows = [row[1:] for page in store_exports.pages(conn, query, schema) for row in page.rows()]
-            events = [row[1] for row in store_exports.events_of(conn, query, "order", since_days=30)]
+            rows = [row[1:] for page in export_reads.pages(conn, query, schema) for row in page.rows()]
+            events = [row[1] for row in export_reads.events_of(conn, query, "order", since_days=30)]
         return rows, events
 
     try:

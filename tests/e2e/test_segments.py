@@ -11,8 +11,7 @@ import pytest
 
 from sftp_connector.config import models
 from sftp_connector.errors import ConfigError
-from sftp_connector.store import db
-from sftp_connector.store import exports as store_exports
+from sftp_connector.store import db, export_reads
 from tests.fixtures.connector import Deployment
 
 OLD = time.time() - 3600
@@ -77,7 +76,7 @@ def members(deployment: Deployment, ids: dict[str, Any], condition: dict[str, An
     config = deployment.config()
     store = db.open_store(config.connector.store.url)
     try:
-        found = store_exports.members(store, dict(config.connector.segments),
+        found = export_reads.members(store, dict(config.connector.segments),
                                       models.Condition.model_validate(condition))
     finally:
         store.dispose()

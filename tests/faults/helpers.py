@@ -25,8 +25,7 @@ from typing import Any
 import psycopg
 
 from sftp_connector import history
-from sftp_connector.store import db, queries
-from sftp_connector.store import exports as store_exports
+from sftp_connector.store import db, export_reads, queries
 from tests.fixtures.connector import ROOT, Deployment, write_connector
 from tests.fixtures.gpg import PgpKeys
 from tests.fixtures.postgres import _as_postgres, _bin
@@ -93,7 +92,7 @@ def snapshot(deployment: Deployment) -> dict[str, Any]:
             return {
                 "profiles": list(queries.iter_profiles(conn)),
                 "imported": {path: (r.sha256, r.size) for path, r in queries.imported_files(conn, "customers").items()},
-                "watermark": store_exports.watermark(conn, "newsletter"),
+                "watermark": export_reads.watermark(conn, "newsletter"),
             }
     finally:
         store.dispose()
