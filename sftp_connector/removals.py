@@ -33,14 +33,14 @@ def split_erasures(frame: pl.DataFrame, goal: models.ImportGoal,
     return frame.filter(~hit), frame.filter(hit)
 
 
-def erase(store: Store, conn: Connection, rows: pl.DataFrame, ctx: merge.Context, *, now: float) -> int:
+def erase(store: Store, conn: Connection, rows: pl.DataFrame, settings: merge.Settings, *, now: float) -> int:
     """Given erasure requests, erase the profiles they match; return how many were erased."""
     if rows.is_empty():
         return 0
-    found = identity.resolve(lambda prop, values: queries.find_identities(store, conn, prop, values, ctx.entity),
-                             rows, list(ctx.identifiers), allow_new=False)
+    found = identity.resolve(lambda prop, values: queries.find_identities(store, conn, prop, values, settings.entity),
+                             rows, list(settings.identifiers), allow_new=False)
     ids = found.pids.drop_nulls().unique()
-    removal.erase(store, conn, ids, ctx.entity, goal=ctx.goal.name, now=now)
+    removal.erase(store, conn, ids, settings.entity, goal=settings.goal.name, now=now)
     return ids.len()
 
 
@@ -48,7 +48,7 @@ def overwrite(store: Store, conn: Connection, states: list[merge.FileMerge], *, 
     """Given the merged file set of an overwrite goal, clear what the goal wrote for the profiles it held
     before and the file set does not hold; return how many. Raise InputError (nothing is written) when
     that is more than max_clear_ratio of them, unless forced."""
-    goal = states[0].ctx.goal
+    goal = states[0].settings.goal
     present = pl.concat([part for state in states for part in state.present] or [pl.Series([], dtype=pl.Int64)])
     before = removal.snapshot(conn, goal.name)
     if before is None:  # the first overwrite: what the goal wrote before, in append mode
@@ -64,24 +64,24 @@ def overwrite(store: Store, conn: Connection, states: list[merge.FileMerge], *, 
 
 
 def _clear(store: Store, conn: Connection, absent: pl.Series, states: list[merge.FileMerge], now: float) -> None:
-    ctx = states[0].ctx
-    maps = [m for state in states for m in state.maps if m.property not in ctx.indexed]
+    settings = states[0].settings
+    maps = [m for state in states for m in state.maps if m.property not in settings.indexed]
     if absent.is_empty():
         return
     sums = sorted({m.property for m in maps if m.rule == "sum"})
     plain = sorted({m.property for m in maps if m.rule != "sum"} - set(sums))
-    columns = queries.property_columns(store, conn, [*plain, *sums], ctx.entity)
-    withdrawn = _withdraw_rows(conn, ctx.goal.name, absent, sums)
-    current = queries.property_values(store, conn, absent, {p: columns[p] for p in sums}, ctx.entity)
+    columns = queries.property_columns(store, conn, [*plain, *sums], settings.entity)
+    withdrawn = _withdraw_rows(conn, settings.goal.name, absent, sums)
+    current = queries.property_values(store, conn, absent, {p: columns[p] for p in sums}, settings.entity)
     if sums:
         current = current.join(withdrawn, on="pid", how="left")
     changes = current.select(
         pl.col("pid").alias("id"),
         *(pl.lit(None, pl.String).alias(columns[p]) for p in plain),
         *(rules.expression("sum", pl.col(p), -pl.col(f"_w_{p}").fill_null(0.0)).alias(columns[p]) for p in sums))
-    writes.update_profiles(store, conn, changes, now, ctx.entity)
-    if ctx.entity == queries.PROFILES:
-        removal.unlink_goal(store, conn, ctx.goal.name, absent)
+    writes.update_profiles(store, conn, changes, now, settings.entity)
+    if settings.entity == queries.PROFILES:
+        removal.unlink_goal(store, conn, settings.goal.name, absent)
 
 
 def _withdraw_rows(conn: Connection, goal: str, absent: pl.Series, sums: list[str]) -> pl.DataFrame:

@@ -336,7 +336,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
     """Merge a lone file batch by batch, with its checksum record, in one transaction (rolled back on any error)."""
     goal, (d,) = job.goal, locals_
     assert d.plain is not None
-    merge_ctx = _merge_context(ctx, goal, d.remote.name, job.digest)
+    settings = _merge_context(ctx, goal, d.remote.name, job.digest)
     logger.debug("goal %s: merging %s in one transaction", goal.name, d.remote.path)
     now = time.time()
     with ctx.store.transaction(rollback=ctx.dry_run) as conn, merge.Pipeline(ctx.store, conn) as pipeline:
@@ -346,7 +346,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             _stop_if_asked(ctx)
             _stop_if_failed(d)
             if state is None:
-                state = merge.start(ctx.store, conn, merge_ctx, processed.frame.columns, file_id=file_id, now=now)
+                state = merge.start(ctx.store, conn, settings, processed.frame.columns, file_id=file_id, now=now)
             counts = state.counts
             counts.rows_read += data.rows_read
             counts.rows_filtered += processed.filtered
@@ -358,7 +358,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
             _report_rows(ctx, d, data, counts.rows_read)
             if not erasures.is_empty() or _has_events(goal):  # they read the store: this batch must be in it
                 pipeline.flush(store_changes=not erasures.is_empty())
-            counts.erased += removals.erase(ctx.store, conn, erasures, merge_ctx, now=now)
+            counts.erased += removals.erase(ctx.store, conn, erasures, settings, now=now)
             joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
             for unmatched, rejected in _events(ctx, conn, goal, joined, now).values():
                 counts.rows_unmatched += unmatched
@@ -436,9 +436,9 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
     now = time.time()
     with ctx.store.transaction(rollback=ctx.dry_run) as conn:
         ids = {d.entry.name: _record(conn, job, d, ctx.run, now) for d in locals_}
-        erase_ctx = _merge_context(ctx, goal, parts[0].label, job.digest)
+        erase_settings = _merge_context(ctx, goal, parts[0].label, job.digest)
         counts[parts[0].entry.name].erased = removals.erase(
-            ctx.store, conn, erasures.unique(subset=csvio.ROW, keep="first"), erase_ctx, now=now)
+            ctx.store, conn, erasures.unique(subset=csvio.ROW, keep="first"), erase_settings, now=now)
         states: list[merge.FileMerge] = []
         for part in parts:
             # Only the first level to change profiles may read beside the transaction (see merge.Pipeline).
@@ -477,9 +477,9 @@ def _merge_level(
     mapped = {m.field for m in goal.mappings} | ({"*"} if goal.bulk_mapping and root else set())
     if not root and not mapped & own:
         return None
-    merge_ctx = _merge_context(ctx, goal, part.label, job.digest, level=own, root=root)
-    rows = joined.level(name, [] if root else [f for f, _ in merge_ctx.identifiers])
-    state = merge.start(ctx.store, conn, merge_ctx, rows.columns, file_id=file_id, now=now)
+    settings = _merge_context(ctx, goal, part.label, job.digest, level=own, root=root)
+    rows = joined.level(name, [] if root else [f for f, _ in settings.identifiers])
+    state = merge.start(ctx.store, conn, settings, rows.columns, file_id=file_id, now=now)
     with merge.Pipeline(ctx.store, conn, side_reads=side_reads) as pipeline:
         for start in range(0, max(rows.height, 1), BATCH_ROWS):
             pipeline.apply(rows.slice(start, BATCH_ROWS), state)
@@ -509,7 +509,7 @@ def _events(
 def _merge_context(
     ctx: RunContext, goal: models.ImportGoal, label: str, digest: str,
     level: frozenset[str] | None = None, root: bool = True,
-) -> merge.Context:
+) -> merge.Settings:
     return merge.context(goal, label=label, digest=digest, indexed=ctx.indexed, privacy=ctx.config.connector.privacy,
                          level=level, root=root)
 

@@ -16,9 +16,9 @@ over frames), `plan`, `write`, `pipeline` (start, the threads, finish).
 
 from sftp_connector.merge.context import (
     ColumnRule,
-    Context,
     Counts,
     FileMerge,
+    Settings,
     context,
     field_col,
     mappings,
@@ -28,10 +28,10 @@ from sftp_connector.merge.pipeline import Pipeline, finish, start
 
 __all__ = [
     "ColumnRule",
-    "Context",
     "Counts",
     "FileMerge",
     "Pipeline",
+    "Settings",
     "context",
     "field_col",
     "finish",

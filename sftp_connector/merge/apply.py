@@ -28,9 +28,9 @@ def applied(rows: pl.DataFrame, before: pl.DataFrame, state: FileMerge) -> tuple
     rows = rows.with_columns(_pos=pl.int_range(pl.len(), dtype=pl.UInt32))
     joined = rows.join(before, left_on="_pid", right_on="pid", how="left", maintain_order="left")
     split = {m.field for m in state.maps if m.rule != "sum"}
-    joined = rules.with_split(joined, {_values_col(f): field_col(f) for f in split}, state.ctx.separator)
+    joined = rules.with_split(joined, {_values_col(f): field_col(f) for f in split}, state.settings.separator)
     joined = _sum_differences(joined, state)
-    if state.ctx.objectives:
+    if state.settings.objectives:
         joined = _consented(joined, state)
     state.counts.rows_applied += joined.height
     if joined.get_column("_pid").is_duplicated().any():
@@ -69,15 +69,15 @@ def _sum_differences(joined: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
 
 def _reject_amounts(bad: pl.DataFrame, mapping: ColumnRule, state: FileMerge) -> None:
     for number, value in bad.select("_row", field_col(mapping.field)).iter_rows():
-        state.rejects.append(RowReject(state.ctx.label, number, mapping.field, f"`{mapping.field}` is not a number",
-                                       value[:200]))
+        state.rejects.append(RowReject(state.settings.label, number, mapping.field,
+                                       f"`{mapping.field}` is not a number", value[:200]))
     state.counts.cells_rejected += bad.height
 
 
 def _consented(joined: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     """Keep the rows after which their profile holds a consented objective (rows that fail change nothing, so
     a later row of the profile sees the profile without them); count the others as no_consent."""
-    prop, objectives = state.ctx.consent_property, list(state.ctx.objectives)
+    prop, objectives = state.settings.consent_property, list(state.settings.objectives)
     held = pl.col(prop_col(prop))  # before the batch
     held_any = rules.decode(held).list.set_intersection(objectives).list.len() > 0
     maps = [m for m in state.maps if m.property == prop]
@@ -115,12 +115,12 @@ def _consent_by_rule(mapping: ColumnRule, held: pl.Expr, held_any: pl.Expr, obje
 
 def _consent_one_by_one(joined: pl.DataFrame, maps: list[ColumnRule], state: FileMerge) -> pl.Series:
     """The consent check row by row, for a consent property written by several mappings (rare)."""
-    objectives = set(state.ctx.objectives)
+    objectives = set(state.settings.objectives)
     names = [_contribution_col(m.property) if m.rule == "sum" else _values_col(m.field) for m in maps]
     unique = list(dict.fromkeys(names))
     held: dict[int, list[Any]] = {}
     passes = []
-    for pid, text, *values in joined.select("_pid", prop_col(state.ctx.consent_property), *unique).iter_rows():
+    for pid, text, *values in joined.select("_pid", prop_col(state.settings.consent_property), *unique).iter_rows():
         current = held[pid] if pid in held else (orjson.loads(text) if text else [])
         for mapping, name in zip(maps, names, strict=True):
             current = _pure_rule(mapping.rule, current, values[unique.index(name)])

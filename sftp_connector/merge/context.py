@@ -37,7 +37,7 @@ class ColumnRule:
 
 
 @dataclass(frozen=True, slots=True)
-class Context:
+class Settings:
     """What merging a file (or one level of a linked set) needs to know besides its rows."""
 
     goal: models.ImportGoal
@@ -62,8 +62,8 @@ class Context:
 def context(
     goal: models.ImportGoal, *, label: str, digest: str, indexed: frozenset[str],
     privacy: models.Privacy, level: frozenset[str] | None = None, root: bool = True,
-) -> Context:
-    """Given an import goal and the file being merged, return its merge context.
+) -> Settings:
+    """Given an import goal and the file being merged, return its merge settings.
 
     A group's identifier value is kept as its property `@<type>`; rows of a linked file below
     the root never create profiles (their root row did) and carry no group links.
@@ -71,10 +71,10 @@ def context(
     separator = goal.csv.multi_value_separator
     if isinstance(goal, models.ImportGroups):
         prop = models.group_identity_property(goal.group_type)
-        return Context(goal, label, separator, digest, indexed, level=level,
+        return Settings(goal, label, separator, digest, indexed, level=level,
                        identifiers=((goal.identifier.field, prop),), allow_new=root,
                        entity=queries.GROUPS, group_type=goal.group_type)
-    return Context(goal, label, separator, digest, indexed, level=level,
+    return Settings(goal, label, separator, digest, indexed, level=level,
                    identifiers=tuple((i.field, i.property) for i in goal.identifiers),
                    allow_new=goal.allow_new_profiles and root, groups=tuple(goal.groups) if root else (),
                    objectives=tuple(privacy.objectives), consent_property=privacy.consent_property)
@@ -89,7 +89,7 @@ class FileMerge:
     and appends to `present`; read them once the pipeline is flushed.
     """
 
-    ctx: Context
+    settings: Settings
     maps: list[ColumnRule]
     file_id: int
     previous: pl.DataFrame | None
@@ -121,18 +121,18 @@ class FileMerge:
 
     @property
     def identifiers(self) -> list[tuple[str, str]]:
-        return list(self.ctx.identifiers)
+        return list(self.settings.identifiers)
 
     @property
     def props(self) -> list[str]:
         """The properties a batch reads and may write: mapped, identifier and consent properties."""
         names = [m.property for m in self.maps] + [p for _, p in self.identifiers]
-        return list(dict.fromkeys(names + ([self.ctx.consent_property] if self.ctx.objectives else [])))
+        return list(dict.fromkeys(names + ([self.settings.consent_property] if self.settings.objectives else [])))
 
     @property
     def indexed_props(self) -> list[str]:
         """The properties of `props` kept in the identity index."""
-        return [p for p in self.props if p in self.ctx.indexed]
+        return [p for p in self.props if p in self.settings.indexed]
 
     @property
     def sum_props(self) -> set[str]:

@@ -32,11 +32,11 @@ def keyed(batch: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     """Add _key and _hash to the rows that have an identifier; reject the others."""
     fields = [f for f, _ in state.identifiers]
     ident = pl.coalesce(pl.when(pl.col(f) != "").then(pl.lit(f"{i}\x1f") + pl.col(f)) for i, f in enumerate(fields))
-    needed = list(dict.fromkeys(fields + [m.field for m in state.maps] + [g.field for g in state.ctx.groups]))
+    needed = list(dict.fromkeys(fields + [m.field for m in state.maps] + [g.field for g in state.settings.groups]))
     rows = batch.select("_row", *(pl.col(f).alias(field_col(f)) for f in needed), _ident=ident,
-                        _hash=_digest(needed, state.ctx.digest))
+                        _hash=_digest(needed, state.settings.digest))
     for number in rows.filter(pl.col("_ident").is_null()).get_column("_row").to_list():
-        state.rejects.append(RowReject(state.ctx.label, number, None,
+        state.rejects.append(RowReject(state.settings.label, number, None,
                                        f"no usable identifier: {', '.join(fields)} all empty"))
     state.counts.rows_rejected += rows.get_column("_ident").null_count()
     rows = rows.filter(pl.col("_ident").is_not_null())
@@ -60,7 +60,7 @@ def fresh(rows: pl.DataFrame, state: FileMerge) -> pl.DataFrame:
     unchanged = (pl.col("_prev_hash") == pl.col("_hash")).fill_null(False)
     kept = rows.filter(unchanged)
     state.counts.rows_unchanged += kept.height
-    if state.ctx.goal.write_mode == "overwrite":
+    if state.settings.goal.write_mode == "overwrite":
         state.present.append(kept.get_column("_prev_pid"))
     return rows.filter(~unchanged).drop("_prev_pid")
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import polars as pl
 from sqlalchemy.engine import Connection
 
-from sftp_connector.merge.context import Context, FileMerge, mappings
+from sftp_connector.merge.context import FileMerge, Settings, mappings
 from sftp_connector.merge.memory import fresh, keyed, latest_by_hash
 from sftp_connector.merge.plan import Plan, Read, added_by_file, changed_by_file, conflicts, plan_batch, read_batch
 from sftp_connector.merge.write import remember_touched, staged, write_plan
@@ -24,19 +24,21 @@ from sftp_connector.store.db import Store
 T = TypeVar("T")
 
 
-def start(store: Store, conn: Connection, ctx: Context, fields: list[str], *, file_id: int, now: float) -> FileMerge:
-    """Given the merge context and the file's columns, return the state for merging its batches.
+def start(
+    store: Store, conn: Connection, settings: Settings, fields: list[str], *, file_id: int, now: float
+) -> FileMerge:
+    """Given the merge settings and the file's columns, return the state for merging its batches.
 
     Raise InputError if a mapped or identifier field is not a column of the file.
     """
     previous = queries.imported_rows(conn, file_id)
     if previous is not None:
         previous = latest_by_hash(previous.with_columns(_h=pl.col("key").hash(seed=HASH_SEED)))
-    state = FileMerge(ctx, mappings(ctx.goal, fields, ctx.level), file_id, previous, {}, now)
-    before = queries.all_property_columns(conn, ctx.entity)
-    state.columns = queries.property_columns(store, conn, state.props, ctx.entity)
+    state = FileMerge(settings, mappings(settings.goal, fields, settings.level), file_id, previous, {}, now)
+    before = queries.all_property_columns(conn, settings.entity)
+    state.columns = queries.property_columns(store, conn, state.props, settings.entity)
     state.new_columns = any(p not in before for p in state.props)
-    state.known_before = {p: queries.has_identities(conn, p, ctx.entity) for _, p in state.identifiers}
+    state.known_before = {p: queries.has_identities(conn, p, settings.entity) for _, p in state.identifiers}
     return state
 
 

@@ -61,7 +61,7 @@ def read_batch(store: Store, conn: Connection, rows: pl.DataFrame, state: FileMe
     read: list[pl.DataFrame] = []  # the profiles the lookups found, returned whole
     found = identity.resolve(lambda prop, values: _lookup(store, conn, prop, values, state, read), rows,
                              [(field_col(f), p) for f, p in state.identifiers],
-                             allow_new=state.ctx.allow_new)
+                             allow_new=state.settings.allow_new)
     rows = rows.with_columns(_pid=found.pids)
     unmatched = rows.get_column("_pid").null_count()
     rows = rows.filter(pl.col("_pid").is_not_null())
@@ -82,7 +82,7 @@ def _lookup(
     if not state.known_before.get(prop, True):
         added = state.added.get(prop)
         values = values.clear() if added is None else values.filter(rowkeys.among(rowkeys.short_hash(values), added))
-    found = queries.find_identities(store, conn, prop, values, state.ctx.entity, state.columns)
+    found = queries.find_identities(store, conn, prop, values, state.settings.entity, state.columns)
     read.append(found.drop("value"))
     return found.select("value", "pid")
 
@@ -121,7 +121,7 @@ def plan_batch(read: Read, state: FileMerge) -> Plan:
     after = after.filter((pl.col("pid") > 0) | pl.col("pid").is_in(applied.get_column("_pid").implode()))
     before, after, applied = numbered(before, after, applied)
     new = after.filter(pl.col("pid") < 0)
-    kind = {"type": pl.lit(state.ctx.group_type)} if state.ctx.group_type else {}
+    kind = {"type": pl.lit(state.settings.group_type)} if state.settings.group_type else {}
     profiles = new.select("pid", **kind, created_at=pl.lit(state.now), updated_at=pl.lit(state.now),
                           **{state.columns[p]: pl.col(prop_col(p)) for p in state.props})
     mapped = list(dict.fromkeys(m.property for m in state.maps))
@@ -136,7 +136,7 @@ def plan_batch(read: Read, state: FileMerge) -> Plan:
     in_order = applied  # in file order
     records = in_order.select(pl.col("_key").alias("key"), pl.col("_hash").alias("hash"), pl.col("_pid").alias("pid"),
                               pl.col("_sums").cast(pl.String).alias("sums"))
-    links = in_order.select("_pid", *dict.fromkeys(field_col(ref.field) for ref in state.ctx.groups))
+    links = in_order.select("_pid", *dict.fromkeys(field_col(ref.field) for ref in state.settings.groups))
     pairs = pl.concat([releases, claims, fresh, added]).select("property", "value")
     return Plan(profiles, patches, releases, claims, fresh, added, records, links, changed.get_column("pid"), pairs)
 

@@ -26,18 +26,18 @@ def staged(store: Store, plan: Plan, state: FileMerge) -> writes.Staged:
 def write_plan(store: Store, conn: Connection, plan: Plan, profiles: writes.Staged, state: FileMerge) -> None:
     """Write one batch (on the writer thread): its profile changes (new profiles get their ids here), the applied
     rows' records and group links; and keep count of what the file touched."""
-    new_ids = profiles.write(store, conn, state.ctx.entity)
+    new_ids = profiles.write(store, conn, state.settings.entity)
     first = new_ids.start
     state.created += len(new_ids)
     if new_ids and state.first_created is None:
         state.first_created = first
     records = real_ids(plan.records, "pid", first).rename({"pid": "profile_id"})
     queries.append_rows(conn, state.file_id, records)
-    if state.ctx.groups:
+    if state.settings.groups:
         _link_groups(store, conn, real_ids(plan.links, "_pid", first), state)
     touched = records.get_column("profile_id")
     state.touched.append(touched)
-    if state.ctx.goal.write_mode == "overwrite":
+    if state.settings.goal.write_mode == "overwrite":
         state.present.append(touched)
     if sum(part.len() for part in state.touched) >= TOUCHED_FLUSH:
         remember_touched(conn, state)
@@ -49,16 +49,16 @@ def write_plan(store: Store, conn: Connection, plan: Plan, profiles: writes.Stag
 def remember_touched(conn: Connection, state: FileMerge) -> None:
     """Add the profiles the file touched so far to the goal's set (memory stays flat for huge files)."""
     if state.touched:
-        queries.remember_goal_profiles(conn, state.ctx.goal.name, pl.concat(state.touched))
+        queries.remember_goal_profiles(conn, state.settings.goal.name, pl.concat(state.touched))
         state.touched.clear()
 
 
 def _link_groups(store: Store, conn: Connection, applied: pl.DataFrame, state: FileMerge) -> None:
     """Link the applied rows' profiles to the groups their group fields name (an empty cell: no change)."""
-    for ref in state.ctx.groups:
+    for ref in state.settings.groups:
         rows = applied.select(pl.col("_pid").alias("profile_id"), rules.split_expression(
-            pl.col(field_col(ref.field)), state.ctx.separator).alias("key")).filter(pl.col("key").list.len() > 0)
+            pl.col(field_col(ref.field)), state.settings.separator).alias("key")).filter(pl.col("key").list.len() > 0)
         if ref.rule == "set":  # a profile's last row in the batch says which groups it is in
             rows = rows.unique(subset="profile_id", keep="last", maintain_order=True)
         links = rows.explode("key").with_columns(type=pl.lit(ref.type))
-        queries.link_groups(store, conn, links, replace=ref.rule == "set", goal=state.ctx.goal.name)
+        queries.link_groups(store, conn, links, replace=ref.rule == "set", goal=state.settings.goal.name)

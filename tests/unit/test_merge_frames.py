@@ -43,10 +43,10 @@ def file_merge(
     """Given a goal, return the state of merging its file `daily.csv`; consent is held in `consent`."""
     fields = [i.field for i in the_goal.identifiers] + [m.field for m in the_goal.mappings] \
         + [g.field for g in the_goal.groups]
-    ctx = merge.context(the_goal, label="daily.csv", digest="d1",
-                        indexed=frozenset(i.property for i in the_goal.identifiers),
-                        privacy=models.Privacy(objectives=list(objectives), consent_property="consent"))
-    state = merge.FileMerge(ctx=ctx, maps=merge.mappings(the_goal, list(dict.fromkeys(fields))), file_id=1,
+    settings = merge.context(the_goal, label="daily.csv", digest="d1",
+                             indexed=frozenset(i.property for i in the_goal.identifiers),
+                             privacy=models.Privacy(objectives=list(objectives), consent_property="consent"))
+    state = merge.FileMerge(settings=settings, maps=merge.mappings(the_goal, list(dict.fromkeys(fields))), file_id=1,
                             previous=previous, columns={}, now=NOW)
     state.columns = {p: f"col_{p}" for p in state.props}
     return state
@@ -65,7 +65,7 @@ def rows(state: merge.FileMerge, cells: list[Cells], pids: list[int],
     """Given rows of cells and each row's profile, return them as memory and the read hand them to the rules:
     _row (from 2), each used field's column, _key `k<row>`, _hash `100 + row`, _prev_hash, _prev_sums, _pid."""
     fields = list(dict.fromkeys([f for f, _ in state.identifiers] + [m.field for m in state.maps]
-                                + [g.field for g in state.ctx.groups]))
+                                + [g.field for g in state.settings.groups]))
     numbers = list(range(2, len(cells) + 2))
     return pl.DataFrame({
         "_row": numbers, **{field_col(f): [row.get(f) for row in cells] for f in fields},
@@ -119,7 +119,7 @@ def test_a_row_hash_covers_the_used_fields_and_the_configuration_only() -> None:
              {"email": "a@x", "name": "B"}]
     hashes = memory.keyed(batch(fields, cells), file_merge(goal([("name", "name", "set")]))).get_column("_hash")
     state = file_merge(goal([("name", "name", "set")]))
-    other = merge.FileMerge(ctx=merge.context(state.ctx.goal, label="daily.csv", digest="d2",
+    other = merge.FileMerge(settings=merge.context(state.settings.goal, label="daily.csv", digest="d2",
                                               indexed=frozenset({"email"}), privacy=models.Privacy()),
                             maps=state.maps, file_id=1, previous=None, columns=state.columns, now=NOW)
     rehashed = memory.keyed(batch(fields, cells), other).get_column("_hash")
