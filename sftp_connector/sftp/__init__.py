@@ -82,6 +82,9 @@ def resolve(home: str, directory: str) -> str:
     return "/" + path.lstrip("/") if path.startswith("//") else path
 
 
+HOME_HINT = " (to use a folder elsewhere, set sftp.home to a folder that holds it)"
+
+
 def below_login(home: str) -> str | None:
     """Given sftp.home, return its part below the login directory ('' for the login directory itself), or
     None if it is absolute. Contract: pure; `~`, `~/x` and `x` lie below the login directory."""
@@ -327,12 +330,12 @@ class Session:
             logger.warning("could not look for stale partial uploads in %s: %s", folder, exc)
 
     def _abs(self, path: str, action: str) -> str:
-        """Given a path, return it resolved against home. Raise TransportError if it leaves an absolute home."""
+        """Given a path, return it resolved against home. Raise TransportError if it leaves home."""
         target = resolve(self.home, path)
         if not confine.within(target, self.home):
             raise errors.TransportError(f"cannot {action} {target}: it is outside sftp.home "
                                         f"({self._home_in_words()}), and the connector never leaves its home "
-                                        "on the server")
+                                        f"on the server{HOME_HINT}")
         return target
 
     def _home_in_words(self) -> str:

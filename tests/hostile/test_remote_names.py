@@ -96,7 +96,7 @@ def test_unsafe_names_and_links_are_refused_and_nothing_leaves_home(deployment: 
         f"({home}); the connector never follows a symbolic link out of its home")
     for name, where in (("relative_escape", str(tenant)), ("absolute_escape", "/etc")):
         assert goals[name]["error"] == (f"goal {name}: cannot list {where}: it is outside sftp.home ({home}), and "
-                                        "the connector never leaves its home on the server")
+                                        f"the connector never leaves its home on the server{sftp.HOME_HINT}")
     for name in ("regex_escape",):  # patterns match names, and names hold no path (a `/` in a glob is refused)
         assert (goals[name]["status"], goals[name]["files"]) == ("success", [])
 
@@ -133,7 +133,7 @@ def test_move_to_and_done_marker_cannot_leave_the_directory(
         return any(w.startswith(f"goal {goal}: ") and f" {home}/{file}: " in w and w.endswith(cause) for w in warnings)
 
     assert warned("move_up", "up/customers_up.csv", f"cannot move to {escaped}: it is outside sftp.home ({home}), "
-                  "and the connector never leaves its home on the server"), warnings
+                  f"and the connector never leaves its home on the server{sftp.HOME_HINT}"), warnings
     assert warned("move_link", "link/customers_link.csv", f"cannot create directory {home}/link/archive: it leads to "
                   f"{tenant} on the server, outside sftp.home ({home}); the connector never follows a symbolic link "
                   "out of its home"), warnings
