@@ -26,7 +26,7 @@ from sftp_connector.errors import ConfigError, GoalError, InputError, Interrupte
 from sftp_connector.goals import selection
 from sftp_connector.goals.context import RunContext, sha256_of
 from sftp_connector.readahead import read_ahead
-from sftp_connector.results import FileResult, FileStatus, GoalResult
+from sftp_connector.results import FileResult, FileStatus, GoalResult, Touched
 from sftp_connector.store import models as tables
 from sftp_connector.store import queries
 
@@ -369,16 +369,10 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         pipeline.flush()
         _stop_if_asked(ctx)  # the writes of the last batches were under way until now
         signer = _verified(d).signer  # gpg's signature and integrity checks: nothing of the file is kept before them
-        _write_rejects(ctx, job.goal, d, [*rejects, *state.rejects])
-        _check_reject_ratio(goal, state.counts)
-        if goal.write_mode == "overwrite":
-            state.counts.cleared = removals.overwrite(ctx.store, conn, [state], force=ctx.force, now=now)
-        touched = merge.finish(conn, [state], cleared=state.counts.cleared)
-    totals.touch(touched)  # only once committed: a failed commit created and updated nothing
+        touched = _close_set(ctx, conn, goal, [(d, state.counts, [*rejects, *state.rejects])], [state], now)
     if ctx.progress is not None:
         ctx.progress(f"{d.remote.name} rows merged", state.counts.rows_read, state.counts.rows_read, "rows")
-    return [FileResult(d.remote.path, "dry_run" if ctx.dry_run else "imported", d.sha256, state.counts,
-                       signer=signer)]
+    return _imported(ctx, totals, touched, [(d, state.counts)], signer=signer)
 
 
 def _report_rows(ctx: RunContext, d: Local, data: csvio.CsvData, rows: int) -> None:
@@ -453,16 +447,37 @@ def _merge_linked(ctx: RunContext, job: FileJob, locals_: list[Local], totals: G
             counts[name].rows_unmatched += unmatched
             counts[name].cells_rejected += len(rejected)
             rejects[name] += rejected
-        for d in locals_:
-            _write_rejects(ctx, goal, d, rejects[d.entry.name])
-            _check_reject_ratio(goal, counts[d.entry.name])
-        if goal.write_mode == "overwrite" and states:
-            counts[parts[0].entry.name].cleared = removals.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
-        touched = merge.finish(conn, states, cleared=counts[parts[0].entry.name].cleared) if states else None
+        touched = _close_set(ctx, conn, goal, [(d, counts[d.entry.name], rejects[d.entry.name]) for d in locals_],
+                             states, now)
+    return _imported(ctx, totals, touched, [(d, counts[d.entry.name]) for d in locals_])
+
+
+def _close_set(
+    ctx: RunContext, conn: Any, goal: models.ImportGoal, files: list[tuple[Local, merge.Counts, list[RowReject]]],
+    states: list[merge.FileMerge], now: float,
+) -> Touched | None:
+    """End a set's merge (a lone file is a set of one) inside its transaction: write each file's rejects and
+    check its reject ratio, clear what overwrite mode clears (counted on the root file), remember what the
+    merges touched. Raise InputError if a file has too many rejects: the transaction is rolled back."""
+    for d, counts, rejects in files:
+        _write_rejects(ctx, goal, d, rejects)
+        _check_reject_ratio(goal, counts)
+    root = files[0][1]
+    if goal.write_mode == "overwrite" and states:
+        root.cleared = removals.overwrite(ctx.store, conn, states, force=ctx.force, now=now)
+    return merge.finish(conn, states, cleared=root.cleared) if states else None
+
+
+def _imported(
+    ctx: RunContext, totals: GoalResult, touched: Touched | None, files: list[tuple[Local, merge.Counts]],
+    *, signer: str | None = None,
+) -> list[FileResult]:
+    """Once the set's transaction committed: add what it touched to the goal's totals (a failed commit touched
+    nothing) and return each file's result."""
     if touched is not None:
-        totals.touch(touched)  # only once committed
+        totals.touch(touched)
     status: FileStatus = "dry_run" if ctx.dry_run else "imported"
-    return [FileResult(d.remote.path, status, d.sha256, counts[d.entry.name]) for d in locals_]
+    return [FileResult(d.remote.path, status, d.sha256, counts, signer=signer) for d, counts in files]
 
 
 def _merge_level(
