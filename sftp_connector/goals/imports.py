@@ -181,7 +181,7 @@ def _download_and_merge(ctx: RunContext, job: FileJob, totals: GoalResult) -> li
             job.ahead.fetch(ctx, plain[0])  # the next small file downloads now and decrypts while this one merges
     else:
         plain = [_verified(_decrypting(ctx, job.goal, d)) for d in downloaded]
-    with _decryption_failures_first(plain):
+    with _decryptions_stopped_on_failure(plain):
         results = _merge(ctx, job, plain, totals) if len(plain) == 1 else _merge_linked(ctx, job, plain, totals)
     for result, d in zip(results, plain, strict=True):
         result.signer = result.signer or d.signer  # a streamed file's merge verified it; a linked set was before
@@ -292,29 +292,23 @@ def _verified(d: Local) -> Local:
     if d.decryption is None:
         return d
     outcome = d.decryption.wait()  # its errors name the local copy: import_file says the remote path
-    assert d.plain is not None
-    d.plain.with_suffix("").unlink(missing_ok=True)  # the encrypted download: free the disk early
-    failpoints.reached("after-decrypt")
+    _decrypted(d)
     return replace(d, signer=outcome.signer or outcome.signer_key_id, decryption=None)
 
 
+def _decrypted(d: Local) -> None:
+    """The file passed gpg's checks: drop its encrypted download to free the disk early."""
+    assert d.plain is not None
+    d.plain.with_suffix("").unlink(missing_ok=True)
+    failpoints.reached("after-decrypt")
+
+
 @contextlib.contextmanager
-def _decryption_failures_first(locals_: list[Local]) -> Iterator[None]:
-    """A merge that fails while gpg still decrypts waits for gpg: if gpg failed too, its error is the
-    file's (the rows of an altered file mean nothing). A shutdown or a crash stops gpg instead."""
+def _decryptions_stopped_on_failure(locals_: list[Local]) -> Iterator[None]:
+    """Stop any gpg still running when the file fails before or around its merge (the merge itself runs
+    inside `pgp.checked`, which decides whose error the file's is)."""
     try:
         yield
-    except Interrupted:
-        _stop_decryptions(locals_)
-        raise
-    except GoalError as exc:
-        for d in locals_:
-            try:
-                _verified(d)
-            except GoalError as failed:
-                if failed is not exc:
-                    raise failed from exc
-        raise
     except BaseException:
         _stop_decryptions(locals_)
         raise
@@ -339,40 +333,54 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
     settings = _merge_context(ctx, goal, d.remote.name, job.digest)
     logger.debug("goal %s: merging %s in one transaction", goal.name, d.remote.path)
     now = time.time()
-    with ctx.store.transaction(rollback=ctx.dry_run) as conn, merge.Pipeline(ctx.store, conn) as pipeline:
-        file_id = _record(conn, job, d, ctx.run, now)
-        state, rejects = None, []
-        for data, processed in read_ahead(_processed_batches(ctx, job, d), name="import-batches"):
-            _stop_if_asked(ctx)
-            _stop_if_failed(d)
-            if state is None:
-                state = merge.start(ctx.store, conn, settings, processed.frame.columns, file_id=file_id, now=now)
-            counts = state.counts
-            counts.rows_read += data.rows_read
-            counts.rows_filtered += processed.filtered
-            counts.rows_rejected += len(data.rejects)
-            counts.cells_rejected += len(processed.rejects)
-            rejects += [*data.rejects, *processed.rejects]
-            kept, erasures = removals.split_erasures(processed.frame, goal, d.remote.name)
-            pipeline.apply(kept, state)
-            _report_rows(ctx, d, data, counts.rows_read)
-            if not erasures.is_empty() or _has_events(goal):  # they read the store: this batch must be in it
-                pipeline.flush(store_changes=not erasures.is_empty())
-            counts.erased += removals.erase(ctx.store, conn, erasures, settings, now=now)
-            joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
-            for unmatched, rejected in _events(ctx, conn, goal, joined, now).values():
-                counts.rows_unmatched += unmatched
-                counts.cells_rejected += len(rejected)
-                rejects += rejected
-        assert state is not None
-        _stop_if_failed(d)
-        pipeline.flush()
-        _stop_if_asked(ctx)  # the writes of the last batches were under way until now
-        signer = _verified(d).signer  # gpg's signature and integrity checks: nothing of the file is kept before them
+    with ctx.store.transaction(rollback=ctx.dry_run) as conn:
+        with pgp.checked(d.decryption) as verified, merge.Pipeline(ctx.store, conn) as pipeline:
+            state, rejects = _merge_batches(ctx, job, d, conn, pipeline, settings, now)
+        # gpg's signature and integrity checks passed (`checked` raised otherwise): only now is anything kept.
+        if d.decryption is not None:
+            _decrypted(d)
         touched = _close_set(ctx, conn, goal, [(d, state.counts, [*rejects, *state.rejects])], [state], now)
     if ctx.progress is not None:
         ctx.progress(f"{d.remote.name} rows merged", state.counts.rows_read, state.counts.rows_read, "rows")
-    return _imported(ctx, totals, touched, [(d, state.counts)], signer=signer)
+    return _imported(ctx, totals, touched, [(d, state.counts)], signer=verified.signer or d.signer)
+
+
+def _merge_batches(
+    ctx: RunContext, job: FileJob, d: Local, conn: Any, pipeline: merge.Pipeline, settings: merge.Settings,
+    now: float,
+) -> tuple[merge.FileMerge, list[RowReject]]:
+    """Merge a lone file's batches as they are read (and decrypted); return its merge and its rejects."""
+    goal = job.goal
+    file_id = _record(conn, job, d, ctx.run, now)
+    state: merge.FileMerge | None = None
+    rejects: list[RowReject] = []
+    for data, processed in read_ahead(_processed_batches(ctx, job, d), name="import-batches"):
+        _stop_if_asked(ctx)
+        _stop_if_failed(d)
+        if state is None:
+            state = merge.start(ctx.store, conn, settings, processed.frame.columns, file_id=file_id, now=now)
+        counts = state.counts
+        counts.rows_read += data.rows_read
+        counts.rows_filtered += processed.filtered
+        counts.rows_rejected += len(data.rejects)
+        counts.cells_rejected += len(processed.rejects)
+        rejects += [*data.rejects, *processed.rejects]
+        kept, erasures = removals.split_erasures(processed.frame, goal, d.remote.name)
+        pipeline.apply(kept, state)
+        _report_rows(ctx, d, data, counts.rows_read)
+        if not erasures.is_empty() or _has_events(goal):  # they read the store: this batch must be in it
+            pipeline.flush(store_changes=not erasures.is_empty())
+        counts.erased += removals.erase(ctx.store, conn, erasures, settings, now=now)
+        joined = linked.Joined(processed.frame, goal.files[0].name, {goal.files[0].name: d.remote.name})
+        for unmatched, rejected in _events(ctx, conn, goal, joined, now).values():
+            counts.rows_unmatched += unmatched
+            counts.cells_rejected += len(rejected)
+            rejects += rejected
+    assert state is not None
+    _stop_if_failed(d)
+    pipeline.flush()
+    _stop_if_asked(ctx)  # the writes of the last batches were under way until now
+    return state, rejects
 
 
 def _report_rows(ctx: RunContext, d: Local, data: csvio.CsvData, rows: int) -> None:
@@ -398,7 +406,7 @@ def _stop_if_failed(d: Local) -> None:
     """Raise gpg's error if the file's decryption failed (passed max_file_bytes, say) while it was merged:
     the batch in hand is not started and the queued ones are dropped."""
     if d.decryption is not None and d.decryption.failed:
-        _verified(d)
+        d.decryption.wait()  # raises why
 
 
 def _processed_batches(ctx: RunContext, job: FileJob, d: Local) -> Iterator[tuple[csvio.CsvData, processors.Processed]]:

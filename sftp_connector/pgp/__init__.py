@@ -39,8 +39,22 @@ from sftp_connector import errors
 from sftp_connector.pgp import keys
 from sftp_connector.pgp.keys import KeyInfo, Keyring, import_keys, list_keys, open_keyring, stop_agent
 
-__all__ = ["ENCRYPTED_SUFFIXES", "Decrypted", "Decryption", "KeyInfo", "Keyring", "decrypt", "encrypt", "import_keys",
-           "list_keys", "looks_encrypted", "open_keyring", "stop_agent"]
+__all__ = [
+    "ENCRYPTED_SUFFIXES",
+    "Decrypted",
+    "Decryption",
+    "KeyInfo",
+    "Keyring",
+    "Verified",
+    "checked",
+    "decrypt",
+    "encrypt",
+    "import_keys",
+    "list_keys",
+    "looks_encrypted",
+    "open_keyring",
+    "stop_agent",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +109,44 @@ def decrypt(keyring: Keyring, src: Path, dst: Path, *, passphrase: str | None,
     """
     return Decryption(keyring, src, dst, passphrase=passphrase, require_signers=require_signers,
                       max_bytes=max_bytes).wait()
+
+
+@dataclass(slots=True)
+class Verified:
+    """Set when `checked` exits cleanly: who signed the file (fingerprint, or key id if the key is unknown)."""
+
+    signer: str | None = None
+    done: bool = False
+
+
+@contextlib.contextmanager
+def checked(decryption: Decryption | None) -> Iterator[Verified]:
+    """Work on a plaintext gpg may still be writing. On a clean exit, wait for gpg: raise if its signature or
+    integrity check failed, else set the signer (once). If the work fails while gpg fails too, gpg's error
+    is raised (the rows of an altered file mean nothing); a shutdown or any other failure stops gpg.
+    With no decryption under way (a plaintext file, or one verified before), only the work runs."""
+    verified = Verified()
+    if decryption is None:
+        yield verified
+        verified.done = True
+        return
+    try:
+        yield verified
+    except errors.Interrupted:
+        decryption.stop()
+        raise
+    except errors.GoalError as exc:
+        try:
+            decryption.wait()
+        except errors.GoalError as failed:
+            if failed is not exc:
+                raise failed from exc
+        raise
+    except BaseException:
+        decryption.stop()
+        raise
+    outcome = decryption.wait()
+    verified.signer, verified.done = outcome.signer or outcome.signer_key_id, True
 
 
 class Decryption:
@@ -168,7 +220,10 @@ class Decryption:
         return self._outcome
 
     def stop(self) -> None:
-        """Stop gpg, if it still runs, and wait for it: the plaintext is not wanted (a shutdown)."""
+        """Stop gpg, if it still runs, and wait for it: the plaintext is not wanted (a shutdown). A finished
+        decryption is left alone: the keyring's gpg process is by then another file's."""
+        if not self._thread.is_alive():
+            return
         self._stopping.set()
         if self._sink is not None:
             self._sink.stop()
@@ -332,6 +387,8 @@ class _Sink:
     exceeded: bool = False
     stopped: bool = False
     failure: OSError | None = None
+    finished: bool = False
+    """gpg is done with this file: the keyring's gpg process may be the next file's, never to be killed here."""
 
     def write(self, chunk: bytes) -> bool:
         if self.stopped:
@@ -360,7 +417,7 @@ class _Sink:
         self._kill()
 
     def _kill(self) -> None:
-        if self.gpg.process is not None:
+        if not self.finished and self.gpg.process is not None:
             self.gpg.process.kill()
 
     def _flush(self) -> None:
@@ -385,6 +442,7 @@ def _run_decrypt(keyring: Keyring, src: Path, passphrase: str | None, sink: _Sin
             raise errors.CryptoError(_os_problem(exc, src), file=str(src)) from exc
         finally:
             keyring.gpg.on_data = None
+            sink.finished = True  # under the keyring's lock: no other gpg started yet
 
 
 def _decryption_outcome(keyring: Keyring, result: Any, src: Path, passphrase: str | None, *,
