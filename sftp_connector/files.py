@@ -11,15 +11,30 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from sftp_connector.config import models
 from sftp_connector.errors import InputError
-from sftp_connector.sftp import RemoteFile
-from sftp_connector.store.models import ImportedFile
+from sftp_connector.paths import RemoteFile
 
 # SFTP mtimes have one-second resolution: a file recorded within this of its mtime may
 # still change without its size or mtime showing it, so it is checked by content next time.
 MTIME_SAFETY_S = 2
+
+
+class Imported(Protocol):
+    """What change detection needs of a file's last import record (the store's keeps more)."""
+
+    @property
+    def size(self) -> int: ...
+    @property
+    def mtime(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def config_digest(self) -> str: ...
+    @property
+    def listed_at(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +137,7 @@ def is_marker(marker: str | None, name: str, names: set[str]) -> bool:
     return any(done_marker_name(marker, other) == name for other in names if other != name)
 
 
-def unchanged_by_listing(remote: RemoteFile, record: ImportedFile | None, digest: str, force: bool) -> bool:
+def unchanged_by_listing(remote: RemoteFile, record: Imported | None, digest: str, force: bool) -> bool:
     """Given a listed file and its last import record, return True if it can be skipped without download.
 
     Size, mtime and configuration must be unchanged, and the mtime must have been at least
@@ -138,7 +153,7 @@ def unchanged_by_listing(remote: RemoteFile, record: ImportedFile | None, digest
     )
 
 
-def unchanged_by_content(sha256: str, record: ImportedFile | None, digest: str, force: bool) -> bool:
+def unchanged_by_content(sha256: str, record: Imported | None, digest: str, force: bool) -> bool:
     """Given a downloaded file's SHA-256 and its last import record, return True if it can be skipped."""
     return not force and record is not None and record.sha256 == sha256 and record.config_digest == digest
 

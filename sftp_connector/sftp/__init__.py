@@ -23,18 +23,14 @@ connection (host keys, authentication, proxy_jump) and translates paramiko's err
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import posixpath
-import re
 import stat
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +38,15 @@ import paramiko
 
 from sftp_connector import errors
 from sftp_connector.config import models
+from sftp_connector.paths import (  # noqa: F401 - the transport's path contract, here as before
+    HOME_HINT,
+    RemoteFile,
+    below_login,
+    is_partial_name,
+    local_name,
+    partial_name,
+    resolve,
+)
 from sftp_connector.sftp import confine, login
 
 logger = logging.getLogger(__name__)
@@ -55,47 +60,6 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """Local write errors that mean the disk (or the process's file size limit) is full."""
 STALE_PARTIAL_S = 3600.0
 """A partial upload unchanged this long is a killed process's leftover (a live one grows or times out)."""
-_PARTIAL = re.compile(r"\.(.+)\.[0-9a-f]{8}\.partial", re.DOTALL)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteFile:
-    """A regular file on the server: absolute POSIX path, size in bytes, server mtime."""
-
-    path: str
-    size: int
-    mtime: int
-    refused: str | None = None
-    """Why the connector will not read this file (e.g. a control character in its name), else None."""
-
-    @property
-    def name(self) -> str:
-        return posixpath.basename(self.path)
-
-
-def resolve(home: str, directory: str) -> str:
-    """Given sftp.home and a goal directory, return the remote path (relative → under home).
-
-    Contract: pure; an absolute directory is used as is; the result is normalised.
-    """
-    path = posixpath.normpath(posixpath.join(home, directory))
-    return "/" + path.lstrip("/") if path.startswith("//") else path
-
-
-HOME_HINT = " (to use a folder elsewhere, set sftp.home to a folder that holds it)"
-
-
-def below_login(home: str) -> str | None:
-    """Given sftp.home, return its part below the login directory ('' for the login directory itself), or
-    None if it is absolute. Contract: pure; `~`, `~/x` and `x` lie below the login directory."""
-    if home.startswith("/"):
-        return None
-    if home == "~" or home.startswith("~/"):
-        home = home[1:].lstrip("/")
-    home = posixpath.normpath(home) if home else ""
-    return "" if home == "." else home
-
-
 def known_hosts_problem(path: Path) -> str | None:
     """Given a known_hosts file, return why it cannot be used (which line is wrong, and the fix), or None."""
     try:
@@ -103,30 +67,6 @@ def known_hosts_problem(path: Path) -> str | None:
     except errors.HostKeyError as exc:
         return str(exc).removeprefix("known_hosts ")
     return None
-
-
-def local_name(remote_path: str) -> str:
-    """Given a remote path, return a safe, deterministic single local path component.
-
-    Contract: pure; never '.', '..', '/', NUL or control characters; at most 137 characters;
-    distinct remote paths give distinct names (a hash of the full path leads the name).
-    """
-    digest = hashlib.sha256(remote_path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(remote_path)) or "file"
-    if len(name) > 120:  # keep the head and the suffixes (.csv.gz.gpg)
-        name = name[:60] + "_" + name[-59:]
-    return f"{digest}_{name}"
-
-
-def partial_name(name: str) -> str:
-    """Given a remote file name, return the deterministic name it is first uploaded under."""
-    return f".{name}.{zlib.crc32(name.encode('utf-8', 'surrogateescape')):08x}.partial"
-
-
-def is_partial_name(name: str) -> bool:
-    """Given a remote file name, return True if partial_name() made it (the checksum must match)."""
-    match = _PARTIAL.fullmatch(name)
-    return match is not None and partial_name(match.group(1)) == name
 
 
 def connect(config: models.Sftp) -> Session:

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "sftp_connector"
 # The package's top-level modules in layers, lowest first: a module imports only modules of lower layers. Every
 # module must be placed here: a new one fails this test until its layer is chosen.
 LAYERS: list[set[str]] = [
-    {"errors", "private", "shown", "readahead", "failpoints", "rowkeys", "identity", "loopback", "results",
+    {"errors", "private", "shown", "readahead", "failpoints", "rowkeys", "identity", "loopback", "results", "paths",
      "entry", "__init__"},  # foundations: import nothing of the package (entry starts the CLI, see EXCEPTIONS)
     {"processors", "logs", "health", "summary"},  # vectorised steps; logging; what a run did, shown
     {"config"},  # the YAML contract (validates processor names)
