@@ -377,12 +377,19 @@ def products_dump() -> None:
 
 def _dump(records: Any) -> None:
     """Given a function from a connection to records, print them as JSON lines."""
-    config = _config(load.STORE_ONLY)
-    store = _store(config)
+    with _store_reading() as conn:
+        for record in records(conn):
+            sys.stdout.write(orjson.dumps(record).decode() + "\n")
+
+
+@contextlib.contextmanager
+def _store_reading() -> Iterator[Any]:
+    """A connection to the store for a read-only command (only the store's secrets are needed); a database
+    failure prints `store: …` and exits 1."""
+    store = _store(_config(load.STORE_ONLY))
     try:
         with store.connection() as conn:
-            for record in records(conn):
-                sys.stdout.write(orjson.dumps(record).decode() + "\n")
+            yield conn
     except GoalError as exc:
         err.print(f"store: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
@@ -396,16 +403,8 @@ def profiles_get(by: Annotated[str, typer.Option("--by", help="PROPERTY=VALUE")]
     if "=" not in by:
         raise typer.BadParameter("expected PROPERTY=VALUE", param_hint="--by")
     prop, value = by.split("=", 1)
-    config = _config(load.STORE_ONLY)
-    store = _store(config)
-    try:
-        with store.connection() as conn:
-            profile = queries.profile_by(conn, prop, value)
-    except GoalError as exc:
-        err.print(f"store: {visible(str(exc))}", markup=False)
-        raise typer.Exit(1) from exc
-    finally:
-        store.dispose()
+    with _store_reading() as conn:
+        profile = queries.profile_by(conn, prop, value)
     if profile is None:
         err.print(f"no profile with {visible(prop)}={visible(value)}", markup=False)
         raise typer.Exit(1)

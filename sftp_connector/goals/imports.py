@@ -95,6 +95,10 @@ class FileJob:
         """One file, merged while gpg decrypts it (no linked files, no signature to check first)."""
         return not self.candidate.linked and not self.candidate.missing
 
+    def unchanged_by_listing(self, force: bool) -> bool:
+        """True if every file of the set is listed as its import record says: it is skipped without download."""
+        return all(files.unchanged_by_listing(r, self.records.get(r.path), self.digest, force) for _, r in self.members)
+
     @property
     def remote(self) -> sftp.RemoteFile:
         return self.candidate.match.remote
@@ -109,8 +113,7 @@ def import_file(ctx: RunContext, job: FileJob, totals: GoalResult) -> list[FileR
     """Given a ready root file, import it with its linked files in one transaction and return a result per
     file; never raise a GoalError."""
     goal = job.goal
-    if all(files.unchanged_by_listing(r, job.records.get(r.path), job.digest, ctx.force) for _, r in job.members) \
-            and not job.candidate.missing:
+    if job.unchanged_by_listing(ctx.force) and not job.candidate.missing:
         return [FileResult(r.path, "skipped_unchanged", job.records[r.path].sha256) for _, r in job.members]
     try:
         if job.candidate.missing:
@@ -205,8 +208,8 @@ class _Ahead:
     def fetch(self, ctx: RunContext, current: Local) -> None:
         """Given the file in hand (its gpg started), fetch the next one if it is a small lone file."""
         job, self.next = self.next, None
-        if job is None or not job.lone or job.remote.size > AHEAD_MAX_BYTES or ctx.stop.is_set() or all(
-                files.unchanged_by_listing(r, job.records.get(r.path), job.digest, ctx.force) for _, r in job.members):
+        if job is None or not job.lone or job.remote.size > AHEAD_MAX_BYTES or ctx.stop.is_set() \
+                or job.unchanged_by_listing(ctx.force):
             return
         entry, remote = job.members[0]
         try:
