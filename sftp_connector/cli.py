@@ -6,6 +6,7 @@ Exit codes: 0 all goals succeeded; 1 a goal failed; 2 invalid configuration or u
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 import os
 import signal
@@ -179,6 +180,10 @@ def _stop_on_signals() -> Iterator[tuple[threading.Event, list[int]]]:
 def daemon_command(
     health_port: Annotated[int | None, typer.Option("--health-port", help="Serve /healthz and /metrics here.")] = None,
     health_host: Annotated[str, typer.Option("--health-host", help="Address of the health endpoint.")] = "127.0.0.1",
+    console_port: Annotated[int | None, typer.Option("--console-port", help="Serve the operator console here "
+                                                     "(with /healthz and /metrics).")] = None,
+    console_host: Annotated[str, typer.Option("--console-host", help="Address of the console (not loopback: "
+                                              "needs console.users).")] = "127.0.0.1",
 ) -> None:
     """Run the goals on the schedule until SIGTERM or SIGINT; exit 0 after a clean stop."""
     from sftp_connector import daemon
@@ -186,13 +191,48 @@ def daemon_command(
     config = _config()
     _store(config).dispose()  # a store that needs `store upgrade` stops the start here, saying so
     try:
-        code = daemon.main(_state["config_path"], health_host=health_host, health_port=health_port)
+        code = daemon.main(_state["config_path"], health_host=health_host, health_port=health_port,
+                           console_host=console_host, console_port=console_port)
     except ConfigError as exc:
         _fail_config(exc)
     except GoalError as exc:
         err.print(f"store: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
     raise typer.Exit(code)
+
+
+@app.command("console")
+def console_command(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (not loopback: needs console.users).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8470,
+    hash_password: Annotated[bool, typer.Option("--hash-password", help="Read a password from the terminal (or "
+                                                "standard input) and print the line for a password_hash_file.")
+                             ] = False,
+) -> None:
+    """Serve the operator console until SIGTERM or SIGINT (127.0.0.1:8470 unless told otherwise)."""
+    from sftp_connector.console import auth
+    from sftp_connector.console import server as console_server
+
+    if hash_password:
+        password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
+        if len(password) < 12:
+            err.print("the password is too short: use at least 12 characters", markup=False)
+            raise typer.Exit(2)
+        out.print(auth.hash_password(password), markup=False)
+        return
+    config = _config()
+    try:
+        console_server.check_bind(host, config)
+    except ConfigError as exc:
+        _fail_config(exc)
+    store = _store(config)
+    source = console_server.ConfigSource(Path(_state["config_path"]), config)
+    console = console_server.build(source, store, threading.Event())  # uvicorn catches the signals
+    try:
+        console_server.serve_forever(console, host, port)
+    finally:
+        store.dispose()
 
 
 @app.command()

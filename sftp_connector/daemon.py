@@ -20,6 +20,7 @@ from typing import Any
 
 from sftp_connector import entry, health, logs, notify, schedule
 from sftp_connector.config import load
+from sftp_connector.console import server as console_server
 from sftp_connector.errors import ConfigError, GoalError
 from sftp_connector.goals import runner
 from sftp_connector.store import db, runs
@@ -77,7 +78,8 @@ class Daemon:
         return state
 
 
-def main(config_path: Path, *, health_host: str, health_port: int | None) -> int:
+def main(config_path: Path, *, health_host: str, health_port: int | None, console_host: str = "127.0.0.1",
+         console_port: int | None = None) -> int:
     """Given connector.yaml, run the daemon until a signal; return the exit code (0 after a clean stop).
 
     Raise ConfigError if the configuration is invalid or has no schedule.
@@ -91,8 +93,15 @@ def main(config_path: Path, *, health_host: str, health_port: int | None) -> int
     if entry.EARLY:  # a signal while the command started: stop before the first run
         logger.info("received %s while starting", signal.Signals(entry.EARLY[0]).name)
         daemon.stop.set()
+    if console_port is not None:
+        console_server.check_bind(console_host, config)
     server = health.serve(health_host, health_port, daemon.metrics, daemon.health) if health_port is not None \
         else None
+    console = None
+    if console_port is not None:
+        console = console_server.serve_in_thread(console_server.build(
+            lambda: daemon.config, store, daemon.stop, daemon_health=daemon.health,
+            metrics=lambda: health.exposition(daemon.metrics)), console_host, console_port)
     daemon.scheduler = schedule.Scheduler(schedule.trigger(config.connector.schedule), daemon.run_once,
                                           last_run_at=_last_scheduled_run(store))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its per-job INFO lines say nothing ours do not
@@ -111,6 +120,8 @@ def main(config_path: Path, *, health_host: str, health_port: int | None) -> int
             logger.warning("the run in hand did not stop within %.0fs; exiting anyway", STOP_GRACE_S)
         if server is not None:
             server.shutdown()
+        if console is not None:
+            console.should_exit = True
         store.dispose()
     logger.info("daemon stopped")
     return 0

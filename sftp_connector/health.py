@@ -70,6 +70,11 @@ class Metrics:
                         self.rows.labels(goal.goal, outcome).inc(value)
 
 
+def exposition(metrics: Metrics) -> tuple[bytes, str]:
+    """The metrics in Prometheus' text format, with its content type (the console serves them too)."""
+    return generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+
+
 def serve(host: str, port: int, metrics: Metrics, health: Callable[[], dict[str, Any]]) -> ThreadingHTTPServer:
     """Start the endpoint in a daemon thread and return the server (call shutdown() to stop it).
 

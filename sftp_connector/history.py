@@ -43,6 +43,12 @@ def recent(store: Store, *, goal: str | None = None, limit: int = 20) -> list[Ru
         return [_recorded(conn, run, goal) for run in runs.recent(conn, goal=goal, limit=limit)]
 
 
+def recorded(store: Store, run: dict[str, Any]) -> RunResult:
+    """Given a run's stored columns (store.runs.one), return the run as it was recorded, with all its goals."""
+    with store.connection() as conn:
+        return _recorded(conn, run, None)
+
+
 def _recorded(conn: Connection, run: dict[str, Any], goal: str | None) -> RunResult:
     """A recorded run (its goals and files) as the result it was."""
     result = RunResult(run=run["id"], trigger=run["trigger"], started_at=run["started_at"],

@@ -36,12 +36,12 @@ def show(config: Config, store: Store, name: str, *, rows: int, console: Console
     Raise ConfigError for an unknown goal or an export goal; GoalError (naming goal and file) if listing,
     downloading, decrypting or reading fails.
     """
-    goal = _import_goal(config, name)
+    goal = import_goal(config, name)
     ctx = RunContext(config=config, store=store, run=runner.new_run_id(), dry_run=True)
     try:
         _print_header(console, goal)
         candidates = _print_files(console, ctx, goal)
-        chosen = _chosen(candidates)
+        chosen = chosen_set(candidates)
         if chosen is None:
             console.print("no root file matches: nothing to preview", markup=False, highlight=False)
             return
@@ -57,7 +57,7 @@ def show(config: Config, store: Store, name: str, *, rows: int, console: Console
         ctx.close()
 
 
-def _import_goal(config: Config, name: str) -> models.ImportGoal:
+def import_goal(config: Config, name: str) -> models.ImportGoal:
     """Return the named goal, with stable_after_s 0: a preview looks at files as they are, without waiting."""
     goal = config.goal(name)
     if isinstance(goal, models.ExportProfiles):
@@ -111,7 +111,7 @@ def _pairing(candidate: selection.Candidate) -> str:
     return line if candidate.ready else line + " (not ready: no done marker yet)"
 
 
-def _chosen(candidates: list[selection.Candidate]) -> selection.Candidate | None:
+def chosen_set(candidates: list[selection.Candidate]) -> selection.Candidate | None:
     """The set to read: the first complete one in name order, else the first."""
     return next((c for c in candidates if not c.missing), candidates[0] if candidates else None)
 
@@ -144,6 +144,16 @@ def _read_set(
 
 def _read(ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry, remote: sftp.RemoteFile,
           console: Console) -> linked.Part:
+    part, signer = read_member(ctx, goal, entry, remote)
+    if signer:
+        console.print(f"{visible(remote.name)}: signed by {signer}", markup=False, highlight=False)
+    return part
+
+
+def read_member(ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry,
+                remote: sftp.RemoteFile) -> tuple[linked.Part, str | None]:
+    """Given a file of a goal, download, decrypt and read it; return it and its signer. The plaintext is deleted
+    as soon as it is read. Raise GoalError naming goal and remote file."""
     local = None
     try:
         local = imports.fetch(ctx, goal, entry, remote)
@@ -157,9 +167,7 @@ def _read(ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry, rem
     finally:
         if local is not None and local.plain is not None:
             local.plain.unlink(missing_ok=True)
-    if local.signer:
-        console.print(f"{visible(remote.name)}: signed by {local.signer}", markup=False, highlight=False)
-    return linked.Part(entry, remote.name, data)
+    return linked.Part(entry, remote.name, data), local.signer
 
 
 # ── printing one file ────────────────────────────────────────────────────────────────

@@ -57,6 +57,8 @@ _COUNTS = [f.name for f in fields(Counts)]
 
 FileStatus = Literal["imported", "skipped_unchanged", "skipped_unstable", "failed", "exported", "dry_run"]
 GoalStatus = Literal["success", "failed", "skipped"]
+Trigger = Literal["cli", "schedule", "console"]
+"""What started a run: the command line, the daemon's schedule, or the console's "Run now"."""
 RunStatus = Literal["success", "failed", "interrupted", "skipped"]
 """skipped: nothing failed and nothing ran, every goal's lock being held by another run."""
 
@@ -119,7 +121,7 @@ class GoalResult:
 @dataclass(slots=True)
 class RunResult:
     run: str
-    trigger: Literal["cli", "schedule"]
+    trigger: Trigger
     started_at: float
     dry_run: bool = False
     finished_at: float | None = None

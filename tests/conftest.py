@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.connector",
     "tests.fixtures.plugin",
+    "tests.fixtures.browser",
 ]

@@ -254,6 +254,37 @@ _ALLOWED = {
 }
 
 
+class ConsoleUser(Model):
+    """Who may sign in to the console: a viewer sees (personal data masked), an operator also unmasks and runs."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    role: Literal["viewer", "operator"] = "viewer"
+    password_hash: SecretStr | None = None
+    """Read from password_hash_file: a line `sftp-connector console --hash-password` prints (scrypt)."""
+    token: SecretStr | None = None
+    """Read from token_file: a random token (at least 24 characters), typed at sign-in or sent as a bearer token."""
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ConsoleUser:
+        if (self.password_hash is None) == (self.token is None):
+            raise ValueError(f"console user {self.name} needs exactly one of password_hash_file and token_file")
+        if self.password_hash is not None and not self.password_hash.get_secret_value().startswith("scrypt$"):
+            raise ValueError(f"console user {self.name}: password_hash_file must hold a hash that "
+                             "`sftp-connector console --hash-password` printed, not a password")
+        if self.token is not None and len(self.token.get_secret_value()) < 24:
+            raise ValueError(f"console user {self.name}: the token is too short (at least 24 characters; "
+                             "make one with: openssl rand -hex 32)")
+        return self
+
+
+class Console(Model):
+    """The operator console (`sftp-connector console`, `daemon --console-port`)."""
+
+    users: list[ConsoleUser] = []
+    """Without users the console serves only 127.0.0.1 and everyone who reaches it is an operator."""
+    session_hours: float = Field(12, gt=0, le=24 * 30)
+
+
 class Connector(Model):
     """connector.yaml: the connection, keys, store, schedule and segments."""
 
@@ -266,6 +297,7 @@ class Connector(Model):
     notifications: Notifications = Notifications()
     segments: dict[str, Condition] = {}
     labels: dict[str, list[str]] = {}
+    console: Console = Console()
     state_dir: Path | None = None
     """Temp files and reject files (default: state/ beside connector.yaml)."""
 

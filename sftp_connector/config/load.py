@@ -30,12 +30,12 @@ MAX_YAML_BYTES = 16 << 20
 """A configuration file is read only up to this size: a goal of thousands of mappings is a few hundred KB."""
 MAX_YAML_VALUES = 1_000_000
 """Values (strings, numbers, list and mapping entries) a file may expand to, aliases expanded."""
-_SECRET_KEYS = ("password", "passphrase", "symmetric_passphrase")
+_SECRET_KEYS = ("password", "passphrase", "symmetric_passphrase", "password_hash", "token")
 DEFAULT_GNUPG_HOME = Path("keys", "gnupg")
 """The connector's GnuPG home unless pgp.gnupg_home says otherwise, relative to connector.yaml."""
-STORE_ONLY = frozenset({"sftp", "pgp", "notifications"})
+STORE_ONLY = frozenset({"sftp", "pgp", "notifications", "console"})
 """The sections of connector.yaml that commands reading only the store (history, dumps) do not use."""
-KEYS_ONLY = frozenset({"sftp", "notifications", "store"})
+KEYS_ONLY = frozenset({"sftp", "notifications", "store", "console"})
 """The sections the `keys` commands do not use."""
 _LENIENT = STORE_ONLY | KEYS_ONLY
 _GOAL = TypeAdapter(models.Goal)

@@ -41,6 +41,11 @@ def goal_lock(store: Store, state_dir: Path, goal: str) -> Iterator[bool]:
         yield held
 
 
+def held(store: Store, state_dir: Path, goal: str) -> bool:
+    """Given a goal, return whether a run (here or elsewhere) holds its lock now; the lock is not taken."""
+    return store.dialect.goal_lock_held(store.engine, goal, state_dir / "locks")
+
+
 def claim_work_dir(root: Path, run: str) -> tuple[Path, int]:
     """Given state/tmp and a run id, create the run's work folder (0700) and lock it; return it and the
     lock's file descriptor, which the caller closes when the run ends. Folders of dead runs are removed first.

@@ -21,7 +21,7 @@ from sftp_connector.errors import ConfigError, GoalError, StoreError
 from sftp_connector.goals import exports, imports, locks
 from sftp_connector.goals.context import Progress, RunContext
 from sftp_connector.private import private_dir
-from sftp_connector.results import GoalResult, RunResult
+from sftp_connector.results import GoalResult, RunResult, Trigger
 from sftp_connector.store.db import Store
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def run(
     names: Sequence[str] = (),
     dry_run: bool = False,
     force: bool = False,
-    trigger: str = "cli",
+    trigger: Trigger = "cli",
     stop: threading.Event | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
@@ -61,7 +61,7 @@ def run(
     """
     goals = ordered(config, names)
     private_dir(config.state_dir)  # rejects, locks and decrypted files live here
-    result = RunResult(run=new_run_id(), trigger="schedule" if trigger == "schedule" else "cli",
+    result = RunResult(run=new_run_id(), trigger=trigger,
                        started_at=time.time(), dry_run=dry_run)
     ctx = RunContext(config=config, store=store, run=result.run, dry_run=dry_run, force=force,
                      stop=stop or threading.Event(), progress=progress)

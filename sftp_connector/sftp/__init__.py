@@ -69,6 +69,17 @@ def known_hosts_problem(path: Path) -> str | None:
     return None
 
 
+def known_host_fingerprints(path: Path | None, host: str, port: int) -> list[str]:
+    """Given a known_hosts file and a server, return the keys it trusts for that server as `type SHA256:…`.
+    Raise HostKeyError if the file cannot be read."""
+    keys = login.load_known_hosts(path)
+    if keys is None:
+        return []
+    name = host if port == 22 else f"[{host}]:{port}"
+    found = keys.lookup(name) or {}
+    return [f"{kind} {found[kind].fingerprint}" for kind in sorted(found)]
+
+
 def connect(config: models.Sftp) -> Session:
     """Given the sftp: config, return a logged-in Session. Raise HostKeyError if the host key
     is unknown or changed, TransportError if login is refused or the server stays unreachable.

@@ -72,6 +72,12 @@ class Dialect(abc.ABC):
         (holding nothing) if another process holds it; folder is where lock files may go. Raise StoreError
         if the database cannot take it."""
 
+    @abc.abstractmethod
+    def goal_lock_held(self, engine: Engine, goal: str, folder: Path) -> bool:
+        """Given a goal, return whether some process (this one too) holds its lock now, without taking it:
+        taking it even briefly could make a run that starts then skip the goal. Raise StoreError if the
+        database cannot say."""
+
     # ── writing profiles ─────────────────────────────────────────────────────────────────
     # The place for the SQL that merge's plans are written with (upserts, scratch tables, bulk
     # loads, id sequences): merge's `is_sqlite` branches move here, one method per operation,
@@ -105,7 +111,10 @@ class SqliteDialect(Dialect):
 
     def goal_lock(self, engine: Engine, goal: str, folder: Path) -> contextlib.AbstractContextManager[bool]:
         # The store is one local file, so the replicas that share it share this machine: a flock will do.
-        return _file_lock(folder / f"{hashlib.sha256(goal.encode()).hexdigest()[:16]}.lock")
+        return _file_lock(_lock_file(folder, goal))
+
+    def goal_lock_held(self, engine: Engine, goal: str, folder: Path) -> bool:
+        return _flocked(_lock_file(folder, goal))
 
 
 class PostgresDialect(Dialect):
@@ -133,6 +142,18 @@ class PostgresDialect(Dialect):
 
     def goal_lock(self, engine: Engine, goal: str, folder: Path) -> contextlib.AbstractContextManager[bool]:
         return _advisory_lock(engine, goal)
+
+    def goal_lock_held(self, engine: Engine, goal: str, folder: Path) -> bool:
+        key = _advisory_key(goal) & 0xFFFFFFFFFFFFFFFF
+        try:
+            with engine.connect() as conn:
+                return bool(conn.execute(sa.text(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+                    "classid::bigint = :high AND objid::bigint = :low AND objsubid = 1 AND "
+                    "database = (SELECT oid FROM pg_database WHERE datname = current_database()))"),
+                    {"high": key >> 32, "low": key & 0xFFFFFFFF}).scalar())
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"cannot read the goal locks: {_short(exc)}", goal=goal) from exc
 
 
 def dialect_for(engine: Engine) -> Dialect:
@@ -172,11 +193,30 @@ def _file_lock(path: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _advisory_key(goal: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"sftp-connector goal {goal}".encode()).digest()[:8], "big", signed=True)
+
+
+def _lock_file(folder: Path, goal: str) -> Path:
+    return folder / f"{hashlib.sha256(goal.encode()).hexdigest()[:16]}.lock"
+
+
+def _flocked(path: Path) -> bool:
+    """Whether any process holds a flock on the file, read from /proc/locks (Linux); False if unknown."""
+    try:
+        info = path.stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return False
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    return any(line.split()[1:2] == ["FLOCK"] and wanted in line.split() for line in table.splitlines())
+
+
 @contextlib.contextmanager
 def _advisory_lock(engine: Engine, goal: str) -> Iterator[bool]:
     """A session-level advisory lock on a connection of its own: released with the connection, even if the
     process dies."""
-    key = int.from_bytes(hashlib.sha256(f"sftp-connector goal {goal}".encode()).digest()[:8], "big", signed=True)
+    key = _advisory_key(goal)
     try:
         conn = engine.connect()
         held = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())

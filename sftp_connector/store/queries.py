@@ -375,6 +375,22 @@ def profile_by(conn: Connection, prop: str, value: str) -> dict[str, Any] | None
     return None
 
 
+def profile_by_identifier(conn: Connection, value: str) -> dict[str, Any] | None:
+    """Given a value, return the profile that holds it under any identifier property (the first, by
+    property name), or None."""
+    pid = conn.execute(sa.text("SELECT profile_id FROM identity WHERE value = :v ORDER BY property LIMIT 1"),
+                       {"v": value}).scalar()
+    return None if pid is None else next(iter_profiles(conn, only=pid), None)
+
+
+def events_of(conn: Connection, profile_id: int, *, limit: int) -> list[dict[str, Any]]:
+    """Given a profile, return its newest `limit` timeline events (by time, then storage order)."""
+    rows = conn.execute(sa.text("SELECT type, event_id, time, properties, nested FROM event WHERE profile_id = :p "
+                                "ORDER BY time DESC, id DESC LIMIT :n"), {"p": profile_id, "n": limit}).all()
+    return [{"type": kind, "id": event_id, "time": time, "properties": orjson.loads(properties),
+             "nested": orjson.loads(nested)} for kind, event_id, time, properties, nested in rows]
+
+
 # ── group links, events, products ─────────────────────────────────────────────────────
 
 

@@ -40,12 +40,38 @@ def add_goal(conn: Connection, run: str, values: dict[str, Any], files: list[dic
         conn.execute(sa.insert(_FILE_RUN), [{"goal_run_id": goal_id, **file} for file in files])
 
 
-def recent(conn: Connection, *, goal: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    """Given an optional goal, return the newest runs (of that goal) first, each as its columns."""
-    query = sa.select(_RUN).order_by(_RUN.c.started_at.desc()).limit(limit)
+def recent(conn: Connection, *, goal: str | None = None, limit: int = 20, offset: int = 0) -> list[dict[str, Any]]:
+    """Given an optional goal, return the newest runs (of that goal) first, each as its columns; `offset` runs
+    newer than those are passed over."""
+    query = sa.select(_RUN).order_by(_RUN.c.started_at.desc()).limit(limit).offset(offset)
     if goal:
         query = query.where(_RUN.c.id.in_(sa.select(_GOAL_RUN.c.run).where(_GOAL_RUN.c.goal == goal)))
     return [dict(row) for row in conn.execute(query).mappings()]
+
+
+def one(conn: Connection, run: str) -> dict[str, Any] | None:
+    """Given a run id, return the run's columns, or None."""
+    row = conn.execute(sa.select(_RUN).where(_RUN.c.id == run)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def totals(conn: Connection, ids: list[str]) -> dict[str, dict[str, int]]:
+    """Given run ids, return for each recorded run: its goals, how many failed, and rows read over its files."""
+    found: dict[str, dict[str, int]] = {}
+    if not ids:
+        return found
+    goal_of: dict[int, str] = {}
+    for goal_id, run, status in conn.execute(sa.select(_GOAL_RUN.c.id, _GOAL_RUN.c.run, _GOAL_RUN.c.status)
+                                             .where(_GOAL_RUN.c.run.in_(ids))):
+        entry = found.setdefault(run, {"goals": 0, "failed": 0, "rows": 0})
+        entry["goals"] += 1
+        entry["failed"] += status == "failed"
+        goal_of[goal_id] = run
+    if goal_of:
+        for goal_id, counts in conn.execute(sa.select(_FILE_RUN.c.goal_run_id, _FILE_RUN.c.counts)
+                                            .where(_FILE_RUN.c.goal_run_id.in_(list(goal_of)))):
+            found[goal_of[goal_id]]["rows"] += int((counts or {}).get("rows_read") or 0)
+    return found
 
 
 def goals_of(conn: Connection, run: str, *, goal: str | None = None) -> list[dict[str, Any]]:

@@ -23,7 +23,9 @@ LAYERS: list[set[str]] = [
     {"files", "events", "merge", "history"},  # file decisions; events; rows into profiles; run history
     {"removals"},  # erasure requests and overwrite mode, on top of the merge
     {"goals"},  # composes the stages per file and goal
-    {"preview", "daemon", "demo", "init"},  # entry points
+    {"preview", "demo", "init"},  # entry points
+    {"console"},  # the web console (shows what preview reads)
+    {"daemon"},  # runs goals on the schedule, with the console beside it
     {"cli", "__main__"},
 ]
 EXCEPTIONS = {("entry", "cli"), ("daemon", "entry"), ("cli", "entry"), ("__main__", "entry")}
