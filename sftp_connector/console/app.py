@@ -55,6 +55,7 @@ class Console:
     store: Store
     runs: Runs
     sessions: auth.Sessions
+    throttle: auth.Throttle = field(default_factory=auth.Throttle)
     daemon_health: Callable[[], dict[str, Any]] | None = None
     metrics: Callable[[], tuple[bytes, str]] | None = None
     keys: views.KeyCache = field(default_factory=views.KeyCache)
@@ -96,6 +97,7 @@ def make_app(console: Console) -> Starlette:
         Route("/run", page(_run_now, operator=True, post=True), methods=["POST"]),
         Route("/live.json", page(_live)),
         Route("/audit", page(_audit, operator=True)),
+        Route("/favicon.ico", _no_icon),
         Route("/healthz", _healthz),
         Route("/metrics", _metrics),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
@@ -198,13 +200,19 @@ async def _signin(request: Request) -> Response:
     form = await _form(request)
     if session is None or not auth.csrf_matches(session, form.get("csrf")):
         return PlainTextResponse("the form's CSRF token is missing or wrong: reload the page and try again", 403)
-    name = form.get("user", "")
-    identity = await run_in_threadpool(auth.authenticate, users, name, form.get("secret", ""))
+    name = form.get("user", "")[:64]
     config = console.config()
+    if console.throttle.blocked(name):
+        audit.record(config.state_dir, visible(name), "sign-in-refused", {"why": "too many failed sign-ins"})
+        return _render(console, request, "signin.html", None, session, next=_local_path(form.get("next")),
+                       error=f"too many failed sign-ins: wait {console.throttle.window_s / 60:.0f} minutes")
+    identity = await run_in_threadpool(auth.authenticate, users, name, form.get("secret", ""))
     if identity is None:
-        audit.record(config.state_dir, visible(name)[:64], "sign-in-refused", {})
+        console.throttle.failed(name)
+        audit.record(config.state_dir, visible(name), "sign-in-refused", {})
         return _render(console, request, "signin.html", None, session, error="wrong user name or password",
                        next=_local_path(form.get("next")))
+    console.throttle.succeeded(name)
     audit.record(config.state_dir, identity.user, "sign-in", {"role": identity.role})
     console.sessions.end(request.cookies.get(COOKIE))
     key, _ = console.sessions.new(identity)
@@ -385,6 +393,10 @@ async def _audit(request: Request, console: Console, identity: auth.Identity, se
 
 
 # ── probes ───────────────────────────────────────────────────────────────────────────
+
+
+async def _no_icon(request: Request) -> Response:
+    return Response(status_code=204)  # a browser asks for it on pages that name none (JSON, the CSV)
 
 
 async def _healthz(request: Request) -> Response:

@@ -159,3 +159,30 @@ class Sessions:
 def csrf_matches(session: Session, sent: str | None) -> bool:
     """Whether a state-changing request carries the session's CSRF token."""
     return bool(sent) and hmac.compare_digest(session.csrf.encode(), (sent or "").encode())
+
+
+@dataclass
+class Throttle:
+    """Failed sign-ins by user name: after `limit` within `window_s`, that name is refused until the window
+    passes (a password cannot be guessed at speed; the refusal is recorded like any failed sign-in)."""
+
+    limit: int = 5
+    window_s: float = 600.0
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def blocked(self, name: str) -> bool:
+        with self._lock:
+            recent = [t for t in self._failures.get(name, []) if t > time.time() - self.window_s]
+            self._failures[name] = recent
+            return len(recent) >= self.limit
+
+    def failed(self, name: str) -> None:
+        with self._lock:
+            self._failures.setdefault(name, []).append(time.time())
+            if len(self._failures) > 10_000:  # names are typed by anyone: keep the table bounded
+                self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self._failures.pop(name, None)

@@ -75,7 +75,7 @@ def check_bind(host: str, config: load.Config) -> None:
 def _server(console: Console, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(make_app(console), host=host, port=port, log_level="warning",
                                          access_log=False, lifespan="off", server_header=False,
-                                         proxy_headers=False))
+                                         proxy_headers=True, forwarded_allow_ips="127.0.0.1"))
 
 
 def serve_forever(console: Console, host: str, port: int) -> None:

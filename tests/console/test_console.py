@@ -156,6 +156,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     page = browser.find_element(By.TAG_NAME, "main").text
     assert "2 profile(s) created" in page or "3 profile(s) created" in page
     assert "customers_1.csv.gpg" in page and "console" in page
+    assert not browser.find_elements(By.CSS_SELECTOR, "main img")  # the hostile name in the error is text
     if shots:
         screenshot(browser, "run")
     browser.find_element(By.CSS_SELECTOR, ".reject-link").click()
@@ -182,6 +183,12 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     assert run_id in _text(browser, "runs") and browser.find_element(By.ID, "chart")
     if shots:
         screenshot(browser, "history")
+
+    secrets = [PASSWORD, TOKEN, deployment.keys.passphrase, auth.hash_password(PASSWORD).split("$")[0] + "$16384"]
+    for page in ("/", "/goals", "/goals/customers/files", "/goals/customers/preview", "/history",
+                 f"/history/{run_id}", "/run", "/live.json", "/audit", "/profiles?q=ada%40example.com"):
+        browser.get(url + page)
+        assert not [secret for secret in secrets if secret in browser.page_source], page
 
     browser.find_element(By.LINK_TEXT, "Audit").click()
     audit = _text(browser, "audit")
@@ -242,6 +249,29 @@ def test_a_post_without_the_csrf_token_is_refused_and_headers_are_strict(
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(urllib.request.Request(url + "/", headers={"Authorization": "Bearer nope"}))
     assert refused.value.code == 401
+
+
+def test_a_dry_run_writes_nothing_and_the_preview_warns_of_a_property_another_goal_fills(
+    deployment: Deployment, console_server: Callable[..., str], browser: Any
+) -> None:
+    _deploy(deployment)
+    deployment.write_goal("loyalty", {**GOAL, "name": "loyalty", "events": [],
+                                      "files": [{"name": "loyalty", "directory": "in", "pattern": "loyalty_*.csv"}]})
+    url = console_server(deployment.config_path, "console")
+    _sign_in(browser, url, "alice", PASSWORD)
+    browser.get(url + "/goals/customers/preview")
+    warnings = [w.text for w in browser.find_elements(By.CSS_SELECTOR, ".warning")]
+    assert "profile property points is also written by goal(s) loyalty" in warnings
+    browser.get(url + "/run")
+    Select(browser.find_element(By.ID, "goal")).select_by_value("customers")
+    browser.find_element(By.ID, "dry-run").click()
+    browser.find_element(By.ID, "run-button").click()
+    link = _wait(browser, lambda d: d.find_elements(By.ID, "live-run") and "running" not in _text(d, "live-status")
+                 and d.find_element(By.ID, "live-run"), timeout=120)
+    assert "(dry run)" in _text(browser, "live-status")
+    link.click()
+    assert "dry run: nothing was written" in browser.find_element(By.TAG_NAME, "main").text
+    assert deployment.profiles() == []
 
 
 def test_a_goal_whose_lock_is_held_elsewhere_shows_as_running_there(
