@@ -11,6 +11,7 @@ process exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -117,7 +118,12 @@ def main(config_path: Path, *, health_host: str, health_port: int | None, consol
         if daemon.running.acquire(timeout=STOP_GRACE_S):
             daemon.running.release()
         else:
-            logger.warning("the run in hand did not stop within %.0fs; exiting anyway", STOP_GRACE_S)
+            logger.warning("the run in hand did not stop within %.0fs; exiting anyway (its file's transaction is "
+                           "not committed: the file is imported next run)", STOP_GRACE_S)
+            # Its threads may be stuck in a database or server call that no flag reaches, and the interpreter
+            # would wait for them at exit: leave now, as a SIGKILL would, which every import survives.
+            logging.shutdown()
+            os._exit(0)
         if server is not None:
             server.shutdown()
         if console is not None:

@@ -57,8 +57,9 @@ _COUNTS = [f.name for f in fields(Counts)]
 
 FileStatus = Literal["imported", "skipped_unchanged", "skipped_unstable", "failed", "exported", "dry_run"]
 GoalStatus = Literal["success", "failed", "skipped"]
-Trigger = Literal["cli", "schedule", "console"]
-"""What started a run: the command line, the daemon's schedule, or the console's "Run now"."""
+Trigger = Literal["cli", "schedule"]
+"""What started a run: by hand (the command line, or the console's "Run now", whose audit log says who) or the
+daemon's schedule."""
 RunStatus = Literal["success", "failed", "interrupted", "skipped"]
 """skipped: nothing failed and nothing ran, every goal's lock being held by another run."""
 

@@ -277,7 +277,8 @@ async def _preview(request: Request, console: Console, identity: auth.Identity, 
     unmasked = bool(session and session.unmasked and identity.operator)
     shown, error = None, None
     try:
-        shown = await run_in_threadpool(views.preview_view, config, console.store, name, unmasked=unmasked)
+        shown = await run_in_threadpool(views.preview_view, config, console.store, name, unmasked=unmasked,
+                                        path=request.query_params.get("file"))
     except (ConfigError, GoalError) as exc:
         error = visible(str(exc))
     return _render(console, request, "preview.html", identity, session, goal=name, preview=shown, error=error)

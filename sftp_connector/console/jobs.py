@@ -74,7 +74,7 @@ class Runs:
             live.progress[what] = (done, total, unit)
 
         try:
-            live.result = runner.run(config, self.store, names=live.goals, dry_run=live.dry_run, trigger="console",
+            live.result = runner.run(config, self.store, names=live.goals, dry_run=live.dry_run, trigger="cli",
                                      progress=progress, stop=self.stop)
             notify.notify(config.connector.notifications, live.result, connector_name=config.connector.name)
         except Exception as exc:  # a configuration or store failure: the page says why, the console goes on

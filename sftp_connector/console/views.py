@@ -179,6 +179,9 @@ def _goal_row(config: Config, goal: runner.Goal) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Detected:
     path: str
+    raw_path: str
+    """The path as listed, for the preview link (the template escapes it; `path` is shown)."""
+    root: bool
     entry: str
     size: int
     modified: str
@@ -208,8 +211,8 @@ def detected(config: Config, store: Store, name: str) -> list[Detected]:
                 remote = match.remote
                 status, why = _next_run(candidate, remote, records.get(remote.path), digest, stable_after,
                                         failed.get(remote.path))
-                found.append(Detected(visible(remote.path), entry, remote.size, _when(remote.mtime), status,
-                                      visible(why)))
+                found.append(Detected(visible(remote.path), remote.path, entry == goal.files[0].name, entry,
+                                      remote.size, _when(remote.mtime), status, visible(why)))
         return found
     finally:
         ctx.close()
@@ -249,9 +252,11 @@ def pii_properties(config: Config) -> set[str]:
     return {prop for prop, labels in config.connector.labels.items() if "pii" in labels}
 
 
-def preview_view(config: Config, store: Store, name: str, *, unmasked: bool) -> dict[str, Any]:
-    """Given an import goal, decrypt its first set in memory (the plaintext is deleted once read) and return its
-    files' columns (how each maps), first rows (pii masked unless unmasked) and warnings.
+def preview_view(config: Config, store: Store, name: str, *, unmasked: bool, path: str | None = None
+                 ) -> dict[str, Any]:
+    """Given an import goal (and one of its root files' remote path, else the first), decrypt that set in
+    memory (the plaintext is deleted once read) and return its files' columns (how each maps), first rows
+    (pii masked unless unmasked) and warnings.
 
     Raise ConfigError for an unknown or export goal; GoalError if listing or reading fails.
     """
@@ -259,16 +264,17 @@ def preview_view(config: Config, store: Store, name: str, *, unmasked: bool) -> 
     ctx = RunContext(config=config, store=store, run=runner.new_run_id(), dry_run=True)
     try:
         candidates = selection.select(ctx, goal)
-        chosen = preview.chosen_set(candidates)
+        chosen = next((c for c in candidates if c.match.remote.path == path), None) if path \
+            else preview.chosen_set(candidates)
         if chosen is None:
-            return {"goal": name, "parts": [], "warnings": [], "empty": True}
+            return {"goal": name, "parts": [], "warnings": [], "empty": True, "file": visible(path) if path else None}
         members = [(goal.files[0], chosen.match), *chosen.linked]
         read = [preview.read_member(ctx, goal, entry, m.remote) for entry, m in members]
     finally:
         ctx.close()
     parts = [part for part, _ in read]
     pii = pii_properties(config)
-    return {"goal": name, "empty": False,
+    return {"goal": name, "empty": False, "file": None,
             "parts": [_part_view(goal, part, signer, pii, masked=not unmasked, root=i == 0)
                       for i, (part, signer) in enumerate(read)],
             "warnings": [visible(w) for w in preview.warnings(config, goal, parts)]}

@@ -126,8 +126,9 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     if shots:
         screenshot(browser, "files")
 
-    browser.get(url + "/goals/customers/preview")
+    browser.find_elements(By.CSS_SELECTOR, ".preview-link")[0].click()  # customers_1.csv.gpg's row
     part = browser.find_element(By.CSS_SELECTOR, ".part").text
+    assert part.startswith("customers_1.csv.gpg")
     assert "email email pii identifier" in part and "order_id unmapped" in part
     assert "ada@example.com" not in browser.page_source and "•••" in part
     assert HOSTILE_CELL in part  # shown as text, not run
@@ -155,7 +156,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     assert _wait(browser, lambda d: run_id in d.title)
     page = browser.find_element(By.TAG_NAME, "main").text
     assert "2 profile(s) created" in page or "3 profile(s) created" in page
-    assert "customers_1.csv.gpg" in page and "console" in page
+    assert "customers_1.csv.gpg" in page and "by hand" in page
     assert not browser.find_elements(By.CSS_SELECTOR, "main img")  # the hostile name in the error is text
     if shots:
         screenshot(browser, "run")
@@ -167,6 +168,18 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     download = browser.find_element(By.ID, "download").get_attribute("href")
     body = _fetch(browser, download)
     assert body.startswith(b"email,name,points") and b"not a number" in body
+
+    browser.get(url + "/goals/customers/files")
+    rows = {row.find_element(By.CSS_SELECTOR, "td").text: row.text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#files tr.file")}
+    [done] = [text for name, text in rows.items() if name.endswith("customers_1.csv.gpg")]
+    [hostile] = [text for name, text in rows.items() if "onerror" in name]
+    assert "unchanged imported" in done and "failed failed last time, retried on the next run: " in hostile
+    deployment.put_encrypted("in/customers_3.csv.gpg", CUSTOMERS, mtime=time.time())
+    deployment.write_goal("customers", {**GOAL, "stable_after_s": 3600})
+    browser.get(url + "/goals/customers/files")
+    assert "changing modified" in _text(browser, "files")
+    deployment.write_goal("customers", GOAL)
 
     browser.get(url + f"/history/{run_id}")
     browser.find_element(By.CSS_SELECTOR, ".profile-link").click()
