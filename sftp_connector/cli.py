@@ -233,6 +233,8 @@ def console_command(
         console_server.serve_forever(console, host, port)
     finally:
         store.dispose()
+        if config.connector.pgp.enabled and config.gnupg_home.exists():
+            pgp.stop_agent(config.gnupg_home)  # the console's reads kept it
 
 
 @app.command()

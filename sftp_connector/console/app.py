@@ -102,6 +102,7 @@ def make_app(console: Console) -> Starlette:
         Route("/metrics", _metrics),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
+
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         if not console.users and not _loopback_host(request):
             # No users: only a browser on this machine that asked for a loopback name (DNS rebinding).
@@ -144,11 +145,11 @@ async def _guarded(request: Request, console: Console, handler: Handler, *, oper
         if post:
             return PlainTextResponse("sign in first", 403)
         return RedirectResponse("/signin?next=" + urllib.parse.quote(request.url.path), 303)
-    if post and not via_bearer:
-        form = await _form(request)
-        if session is None or not auth.csrf_matches(session, form.get("csrf")):
+    if post:
+        request.state.form = await _form(request)
+        # A bearer token is sent by a script, never added by a browser on its own: it needs no CSRF token.
+        if not via_bearer and (session is None or not auth.csrf_matches(session, request.state.form.get("csrf"))):
             return PlainTextResponse("the form's CSRF token is missing or wrong: reload the page and try again", 403)
-        request.state.form = form
     if operator and not identity.operator:
         return PlainTextResponse(f"{identity.user} is a viewer: only an operator may do this", 403)
     response = await handler(request, console, identity, session)
@@ -286,7 +287,8 @@ async def _preview(request: Request, console: Console, identity: auth.Identity, 
 
 async def _unmask(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None
                   ) -> Response:
-    assert session is not None
+    if session is None:
+        return PlainTextResponse("unmasking lasts for a browser session: sign in with a browser", 400)
     session.unmasked = True
     back = _local_path(request.state.form.get("next"))
     audit.record(console.config().state_dir, identity.user, "unmask", {"page": back})
@@ -367,7 +369,7 @@ async def _run_page(request: Request, console: Console, identity: auth.Identity,
 
 async def _run_now(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None
                    ) -> Response:
-    form = request.state.form if hasattr(request.state, "form") else await _form(request)
+    form = request.state.form
     config = console.config()
     scope = form.get("goal", "")
     names = [] if scope in ("", "*") else [scope]

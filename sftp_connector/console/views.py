@@ -74,10 +74,7 @@ def _keys(config: Config) -> tuple[list[KeyRow], str | None]:
         keyring = pgp.open_keyring(config.connector.pgp, config.gnupg_home)
     except Exception as exc:  # a missing key file: the page says so, the console goes on
         return [], f"cannot open the keyring: {exc}"
-    try:
-        listed = pgp.list_keys(keyring)
-    finally:
-        pgp.stop_agent(keyring)
+    listed = pgp.list_keys(keyring)  # the agent stays: a run beside the console may be using it
     return [KeyRow(k.fingerprint, visible(", ".join(k.uids)), "our key (decrypts, signs)" if k.secret
                    else "partner key (encrypt to, verify)", k.expires or "never", _expiry_warning(k.expires))
             for k in listed], None
@@ -198,7 +195,7 @@ def detected(config: Config, store: Store, name: str) -> list[Detected]:
     goal = preview.import_goal(config, name)
     original = config.goal(name)
     stable_after = original.stable_after_s if not isinstance(original, models.ExportProfiles) else 0
-    ctx = RunContext(config=config, store=store, run=runner.new_run_id(), dry_run=True)
+    ctx = RunContext(config=config, store=store, run=runner.new_run_id(), dry_run=True, stop_agent=False)
     try:
         with store.connection() as conn:
             records = queries.imported_files(conn, goal.name)
@@ -261,7 +258,7 @@ def preview_view(config: Config, store: Store, name: str, *, unmasked: bool, pat
     Raise ConfigError for an unknown or export goal; GoalError if listing or reading fails.
     """
     goal = preview.import_goal(config, name)
-    ctx = RunContext(config=config, store=store, run=runner.new_run_id(), dry_run=True)
+    ctx = RunContext(config=config, store=store, run=runner.new_run_id(), dry_run=True, stop_agent=False)
     try:
         candidates = selection.select(ctx, goal)
         chosen = next((c for c in candidates if c.match.remote.path == path), None) if path \

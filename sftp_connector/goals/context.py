@@ -42,6 +42,9 @@ class RunContext:
     stop: threading.Event = field(default_factory=threading.Event)
     progress: Progress | None = None
     """Told how long work goes; the CLI draws progress bars with it on a terminal."""
+    stop_agent: bool = True
+    """Stop the home's gpg-agent on close. The console's reads keep it: a run of the daemon beside them may be
+    decrypting through it, and one agent per home is all that stays."""
     _session: sftp.Session | None = None
     _session_error: GoalError | None = None
     _keyring: pgp.Keyring | None = None
@@ -110,7 +113,7 @@ class RunContext:
         """Close the SFTP session, stop the run's gpg-agent and delete the run's temp files (and those of runs
         that were killed)."""
         self.drop_session()
-        if self._keyring is not None:
+        if self._keyring is not None and self.stop_agent:
             pgp.stop_agent(self._keyring)  # a long-running daemon must not collect agents
         shutil.rmtree(self.config.state_dir / "tmp" / self.run, ignore_errors=True)
         if self._work_lock is not None:

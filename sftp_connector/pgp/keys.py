@@ -100,9 +100,9 @@ def open_keyring(config: models.Pgp, default_home: Path) -> Keyring:
     return keyring
 
 
-def stop_agent(keyring: Keyring) -> None:
-    """Given a keyring, stop the gpg-agent serving its home (a new one starts when needed)."""
-    _gpgconf(keyring.home, "--kill", "gpg-agent")
+def stop_agent(keyring: Keyring | Path) -> None:
+    """Given a keyring (or its home), stop the gpg-agent serving its home (a new one starts when needed)."""
+    _gpgconf(keyring if isinstance(keyring, Path) else keyring.home, "--kill", "gpg-agent")
 
 
 def import_keys(keyring: Keyring, path: Path) -> list[str]:
