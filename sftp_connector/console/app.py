@@ -344,7 +344,8 @@ async def _profiles(request: Request, console: Console, identity: auth.Identity,
     query = (request.query_params.get("q") or "").strip()[:500]
     found = None
     if query:
-        profile = await run_in_threadpool(views.find_profile, console.store, query)
+        profile = await run_in_threadpool(views.find_profile, console.store, query,
+                                          views.identifier_properties(console.config()))
         unmasked = bool(session and session.unmasked and identity.operator)
         masked = set() if unmasked else views.pii_properties(console.config())
         found = views.profile_view(profile, masked) if profile else {}

@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -244,6 +244,15 @@ def _when(timestamp: float | None) -> str:
 # ── preview ──────────────────────────────────────────────────────────────────────────
 
 
+def identifier_properties(config: Config) -> list[str]:
+    """Every identifier property of the profile goals, in goal order: what a bare value is looked up by."""
+    found: list[str] = []
+    for goal in config.goals:
+        if isinstance(goal, models.ImportProfiles):
+            found += [i.property for i in goal.identifiers if i.property not in found]
+    return found
+
+
 def pii_properties(config: Config) -> set[str]:
     """The properties labelled pii in connector.yaml: their values are masked unless an operator unmasks."""
     return {prop for prop, labels in config.connector.labels.items() if "pii" in labels}
@@ -398,8 +407,9 @@ def reject_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
 # ── profiles ─────────────────────────────────────────────────────────────────────────
 
 
-def find_profile(store: Store, query: str) -> dict[str, Any] | None:
-    """Given `PROPERTY=VALUE` or a profile id, return the profile with its events, or None."""
+def find_profile(store: Store, query: str, identifiers: Sequence[str]) -> dict[str, Any] | None:
+    """Given an identifier value (tried under each of `identifiers`, in order), `PROPERTY=VALUE` or a profile
+    id, return the profile with its events, or None."""
     with store.connection() as conn:
         if query.strip().isdigit():
             profile = next(queries.iter_profiles(conn, only=int(query.strip())), None)
@@ -407,7 +417,7 @@ def find_profile(store: Store, query: str) -> dict[str, Any] | None:
             prop, value = query.split("=", 1)
             profile = queries.profile_by(conn, prop.strip(), value.strip())
         else:
-            profile = queries.profile_by_identifier(conn, query.strip())
+            profile = queries.profile_by_identifier(conn, query.strip(), identifiers)
         if profile is None:
             return None
         profile["events"] = queries.events_of(conn, int(profile["id"]), limit=100)

@@ -375,12 +375,15 @@ def profile_by(conn: Connection, prop: str, value: str) -> dict[str, Any] | None
     return None
 
 
-def profile_by_identifier(conn: Connection, value: str) -> dict[str, Any] | None:
-    """Given a value, return the profile that holds it under any identifier property (the first, by
-    property name), or None."""
-    pid = conn.execute(sa.text("SELECT profile_id FROM identity WHERE value = :v ORDER BY property LIMIT 1"),
-                       {"v": value}).scalar()
-    return None if pid is None else next(iter_profiles(conn, only=pid), None)
+def profile_by_identifier(conn: Connection, value: str, properties: Sequence[str]) -> dict[str, Any] | None:
+    """Given a value and the identifier properties to try (in order), return the first profile holding it
+    under one of them, or None. Each try is one probe of the identity index."""
+    for prop in properties:
+        pid = conn.execute(sa.text("SELECT profile_id FROM identity WHERE property = :p AND value = :v"),
+                           {"p": prop, "v": value}).scalar()
+        if pid is not None:
+            return next(iter_profiles(conn, only=pid), None)
+    return None
 
 
 def events_of(conn: Connection, profile_id: int, *, limit: int) -> list[dict[str, Any]]:

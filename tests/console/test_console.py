@@ -80,6 +80,21 @@ def _sign_in(browser: Any, url: str, user: str, secret: str) -> None:
     _wait(browser, lambda d: d.find_element(By.ID, "who").text.startswith(user))
 
 
+def _signed_in(deployment: Deployment, console_server: Callable[..., str], browser: Any, user: str = "alice",
+               secret: str = PASSWORD) -> str:
+    """Deploy the goal, users and files, start the console and sign in; return the console's URL."""
+    _deploy(deployment)
+    url = console_server(deployment.config_path, "console")
+    _sign_in(browser, url, user, secret)
+    return url
+
+
+def _finished_run(browser: Any) -> Any:
+    """Wait for the run started here to end; return the link to it."""
+    return _wait(browser, lambda d: d.find_elements(By.ID, "live-run") and "running" not in _text(d, "live-status")
+                 and d.find_element(By.ID, "live-run"), timeout=120)
+
+
 def _wait(browser: Any, condition: Callable[[Any], Any], timeout: float = 60) -> Any:
     return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
 
@@ -96,10 +111,8 @@ def _text(browser: Any, element_id: str) -> str:
 def test_an_operator_sees_previews_runs_and_follows_the_run(
     deployment: Deployment, console_server: Callable[..., str], browser: Any, store_url: str
 ) -> None:
-    _deploy(deployment)
-    url = console_server(deployment.config_path, "console")
+    url = _signed_in(deployment, console_server, browser)
     shots = store_url.startswith("sqlite")  # one set of screenshots for the README
-    _sign_in(browser, url, "alice", PASSWORD)
 
     connection = _text(browser, "connection")
     assert f"{deployment.config().connector.sftp.host}:{deployment.config().connector.sftp.port}" in connection
@@ -144,8 +157,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     browser.find_element(By.LINK_TEXT, "Run now").click()
     Select(browser.find_element(By.ID, "goal")).select_by_value("*")
     browser.find_element(By.ID, "run-button").click()
-    link = _wait(browser, lambda d: d.find_elements(By.ID, "live-run") and "running" not in _text(d, "live-status")
-                 and d.find_element(By.ID, "live-run"), timeout=120)
+    link = _finished_run(browser)
     assert "failed" in _text(browser, "live-status")  # the hostile file is empty: no columns, it fails
     assert any("rows merged" in row.text for row in browser.find_elements(By.CSS_SELECTOR, "#live-progress tr"))
     if shots:
@@ -212,9 +224,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
 def test_a_viewer_can_neither_run_nor_unmask(
     deployment: Deployment, console_server: Callable[..., str], browser: Any
 ) -> None:
-    _deploy(deployment)
-    url = console_server(deployment.config_path, "console")
-    _sign_in(browser, url, "bob", TOKEN)
+    url = _signed_in(deployment, console_server, browser, "bob", TOKEN)
     browser.get(url + "/run")
     assert "only an operator may start runs" in _text(browser, "viewer-note")
     assert not browser.find_elements(By.ID, "run-form")
@@ -232,9 +242,7 @@ def test_a_viewer_can_neither_run_nor_unmask(
 def test_a_post_without_the_csrf_token_is_refused_and_headers_are_strict(
     deployment: Deployment, console_server: Callable[..., str], browser: Any
 ) -> None:
-    _deploy(deployment)
-    url = console_server(deployment.config_path, "console")
-    _sign_in(browser, url, "alice", PASSWORD)
+    url = _signed_in(deployment, console_server, browser)
     for form in ({"goal": "*"}, {"goal": "*", "csrf": "forged"}):
         status, body = _post(browser, url + "/run", form)
         assert status == 403 and "CSRF" in body
@@ -267,11 +275,9 @@ def test_a_post_without_the_csrf_token_is_refused_and_headers_are_strict(
 def test_a_dry_run_writes_nothing_and_the_preview_warns_of_a_property_another_goal_fills(
     deployment: Deployment, console_server: Callable[..., str], browser: Any
 ) -> None:
-    _deploy(deployment)
+    url = _signed_in(deployment, console_server, browser)
     deployment.write_goal("loyalty", {**GOAL, "name": "loyalty", "events": [],
                                       "files": [{"name": "loyalty", "directory": "in", "pattern": "loyalty_*.csv"}]})
-    url = console_server(deployment.config_path, "console")
-    _sign_in(browser, url, "alice", PASSWORD)
     browser.get(url + "/goals/customers/preview")
     warnings = [w.text for w in browser.find_elements(By.CSS_SELECTOR, ".warning")]
     assert "profile property points is also written by goal(s) loyalty" in warnings
@@ -279,8 +285,7 @@ def test_a_dry_run_writes_nothing_and_the_preview_warns_of_a_property_another_go
     Select(browser.find_element(By.ID, "goal")).select_by_value("customers")
     browser.find_element(By.ID, "dry-run").click()
     browser.find_element(By.ID, "run-button").click()
-    link = _wait(browser, lambda d: d.find_elements(By.ID, "live-run") and "running" not in _text(d, "live-status")
-                 and d.find_element(By.ID, "live-run"), timeout=120)
+    link = _finished_run(browser)
     assert "(dry run)" in _text(browser, "live-status")
     link.click()
     assert "dry run: nothing was written" in browser.find_element(By.TAG_NAME, "main").text
@@ -290,9 +295,7 @@ def test_a_dry_run_writes_nothing_and_the_preview_warns_of_a_property_another_go
 def test_a_goal_whose_lock_is_held_elsewhere_shows_as_running_there(
     deployment: Deployment, console_server: Callable[..., str], browser: Any
 ) -> None:
-    _deploy(deployment)
-    url = console_server(deployment.config_path, "console")
-    _sign_in(browser, url, "alice", PASSWORD)
+    url = _signed_in(deployment, console_server, browser)
     config = deployment.config()
     store = db.open_store(config.connector.store.url)
     try:
