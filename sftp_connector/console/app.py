@@ -365,7 +365,8 @@ async def _run_page(request: Request, console: Console, identity: auth.Identity,
     goals = await _store_work(gather)
     error = goals.pop("store_error") if isinstance(goals, dict) else None
     return _render(console, request, "run_now.html", identity, session, goals=goals or [], error=error,
-                   live=live.as_json() if live else None, busy=request.query_params.get("busy") == "1")
+                   live=live.as_json() if live else None, busy=request.query_params.get("busy") == "1",
+                   visible=visible)
 
 
 async def _run_now(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None

@@ -45,6 +45,8 @@ class Live:
             "run": self.result.run if self.result else None,
             "status": self.result.status if self.result else ("failed" if self.error else "running"),
             "error": self.error,
+            "outcomes": [{"goal": g.goal, "status": g.status, "error": g.error} for g in self.result.goals]
+            if self.result else [],
         }
 
 

@@ -238,7 +238,7 @@ def _failed_last_time(store: Store, goal: str) -> dict[str, str]:
 
 
 def _when(timestamp: float | None) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if timestamp else ""
+    return "" if timestamp is None else datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 # ── preview ──────────────────────────────────────────────────────────────────────────

@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -90,13 +94,17 @@ def _signed_in(deployment: Deployment, console_server: Callable[..., str], brows
 
 
 def _finished_run(browser: Any) -> Any:
-    """Wait for the run started here to end; return the link to it."""
-    return _wait(browser, lambda d: d.find_elements(By.ID, "live-run") and "running" not in _text(d, "live-status")
-                 and d.find_element(By.ID, "live-run"), timeout=120)
+    """Wait for the run started here to end (the page follows it live, then reloads itself once); return the
+    link to it."""
+    _wait(browser, lambda d: d.find_elements(By.ID, "live-run") and "running" not in _text(d, "live-status"),
+          timeout=120)
+    _wait(browser, lambda d: d.execute_script("return document.readyState") == "complete")
+    return _wait(browser, lambda d: "running" not in _text(d, "goal-locks") and d.find_element(By.ID, "live-run"))
 
 
 def _wait(browser: Any, condition: Callable[[Any], Any], timeout: float = 60) -> Any:
-    return WebDriverWait(browser, timeout, poll_frequency=0.2).until(condition)
+    return WebDriverWait(browser, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(condition)
 
 
 def _no_alert(browser: Any) -> None:
@@ -159,6 +167,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     browser.find_element(By.ID, "run-button").click()
     link = _finished_run(browser)
     assert "failed" in _text(browser, "live-status")  # the hostile file is empty: no columns, it fails
+    assert "customers failed goal customers, file " in _text(browser, "live-outcomes")
     assert any("rows merged" in row.text for row in browser.find_elements(By.CSS_SELECTOR, "#live-progress tr"))
     if shots:
         screenshot(browser, "run-now")
@@ -302,7 +311,7 @@ def test_a_goal_whose_lock_is_held_elsewhere_shows_as_running_there(
         with locks.goal_lock(store, config.state_dir, "customers") as held:
             assert held
             browser.get(url + "/run")
-            assert "running (its lock is held by a run)" in _text(browser, "goal-locks")
+            assert "running (its lock is held by a run, here or elsewhere)" in _text(browser, "goal-locks")
             Select(browser.find_element(By.ID, "goal")).select_by_value("customers")
             browser.find_element(By.ID, "run-button").click()
             _wait(browser, lambda d: d.find_elements(By.ID, "live-run") and "skipped" in _text(d, "live-status"))

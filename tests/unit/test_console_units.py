@@ -7,13 +7,17 @@ import os
 import stat
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from sftp_connector import files
 from sftp_connector.config import models
 from sftp_connector.config.connector import ConsoleUser
 from sftp_connector.console import audit, auth, views
+from sftp_connector.goals import selection
+from sftp_connector.paths import RemoteFile
 
 
 def test_a_password_hash_matches_only_its_password_and_holds_no_password() -> None:
@@ -116,6 +120,28 @@ def test_columns_map_to_properties_with_their_rules() -> None:
     assert root["_row"] == {"property": None, "rule": None}
     child = views.column_mapping(goal, "orders", ["total", "person"], root=False)
     assert child == {"total": {"property": "crm_spent", "rule": "add"}, "person": {"property": None, "rule": None}}
+
+
+def test_each_file_on_the_server_is_told_what_the_next_run_does_with_it() -> None:
+    now = time.time()
+    old, fresh = RemoteFile("/in/a.csv", 10, int(now - 3600)), RemoteFile("/in/b.csv", 10, int(now - 5))
+    ready = selection.Candidate(files.Match(old, "a"), now, True)
+    record = SimpleNamespace(size=10, mtime=old.mtime, sha256="x", config_digest="d", listed_at=now - 60,
+                             imported_at=now - 60)
+
+    def told(candidate: selection.Candidate, remote: RemoteFile, rec: object = None, failure: str | None = None
+             ) -> tuple[str, str]:
+        return views._next_run(candidate, remote, rec, "d", 30, failure)
+
+    assert told(ready, old)[0] == "imports"
+    assert told(ready, old, record)[0] == "unchanged"
+    assert told(ready, old, SimpleNamespace(**{**vars(record), "config_digest": "other"}))[0] == "imports"
+    status, why = told(ready, fresh)
+    assert status == "changing" and why.endswith(" s ago: a run imports it once it stays unchanged for 30 s")
+    assert told(ready, old, None, "row 3: bad") == ("failed", "failed last time, retried on the next run: row 3: bad")
+    assert told(selection.Candidate(files.Match(old, "a"), now, False), old)[0] == "waiting"
+    missing = selection.Candidate(files.Match(old, "a"), now, True, missing="no orders file for a")
+    assert told(missing, old) == ("waiting", "its linked set is incomplete: no orders file for a")
 
 
 def test_the_audit_log_is_private_and_newest_first(tmp_path: Path) -> None:

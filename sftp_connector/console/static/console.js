@@ -45,12 +45,19 @@
     });
   }
 
+  var seenRunning = false;
+
   function poll() {
     fetch("/live.json", { credentials: "same-origin", cache: "no-store" })
       .then(function (response) { return response.ok ? response.json() : null; })
       .then(function (state) {
         render(state);
-        if (state && state.running) { window.setTimeout(poll, 500); }
+        if (state && state.running) {
+          seenRunning = true;
+          window.setTimeout(poll, 500);
+        } else if (seenRunning) {
+          window.location.reload();  // once, when the run ends: the goals' state below is read anew
+        }
       })
       .catch(function () { window.setTimeout(poll, 2000); });
   }
