@@ -350,8 +350,13 @@ def history_command(
     """Show past runs, newest first."""
     config = _config(load.STORE_ONLY)
     store = _store(config)
-    runs = [run.as_json() for run in history.recent(store, goal=goal, limit=limit)]
-    store.dispose()
+    try:
+        runs = [run.as_json() for run in history.recent(store, goal=goal, limit=limit)]
+    except GoalError as exc:  # the database went away after it answered: said in one line, as for the dumps
+        err.print(f"store: {visible(str(exc))}", markup=False)
+        raise typer.Exit(1) from exc
+    finally:
+        store.dispose()
     if as_json:
         for entry in runs:
             sys.stdout.write(orjson.dumps(entry).decode() + "\n")

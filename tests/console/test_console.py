@@ -51,7 +51,7 @@ GOAL = {
 CUSTOMERS = ("email,name,points,order_id,at\n"
              "ada@example.com,Ada,10,O1,2026-11-01T10:00:00Z\n"
              f"bob@example.com,\"{HOSTILE_CELL}\",5,O2,2026-11-02T10:00:00Z\n"
-             "cy@example.com,Cy,not-a-number,O3,2026-11-03T10:00:00Z\n")
+             "cy@example.com,\"Cy\u202e\x07 \"\"quoted\"\"\",not-a-number,O3,2026-11-03T10:00:00Z\n")
 
 
 def _users(deployment: Deployment) -> None:
@@ -153,6 +153,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     assert "email email pii identifier" in part and "order_id unmapped" in part
     assert "ada@example.com" not in browser.page_source and "•••" in part
     assert HOSTILE_CELL in part  # shown as text, not run
+    assert 'Cy\\u202e\\x07 "quoted"' in part  # the bidi override and the bell escaped, the quotes kept
     assert browser.title != "pwned"
     _no_alert(browser)
     browser.find_element(By.ID, "unmask").click()
