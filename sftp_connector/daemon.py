@@ -22,6 +22,7 @@ from typing import Any
 from sftp_connector import entry, health, logs, notify, schedule
 from sftp_connector.config import load
 from sftp_connector.console import server as console_server
+from sftp_connector.console.jobs import Runs
 from sftp_connector.errors import ConfigError, GoalError
 from sftp_connector.goals import runner
 from sftp_connector.store import db, runs
@@ -43,21 +44,31 @@ class Daemon:
     running: threading.Lock = field(default_factory=threading.Lock)
     last_result: dict[str, Any] = field(default_factory=dict)
     scheduler: schedule.Scheduler | None = None
+    console_runs: Runs | None = None
+    """The console's runs, when it is served here: it shows the scheduled runs as they go."""
 
     def run_once(self) -> None:
         """One scheduled run: reload the configuration, run every enabled goal, record and notify."""
         if self.stop.is_set() or not self.running.acquire(blocking=False):
             return
+        live = self.console_runs.follow_scheduled() if self.console_runs is not None else None
         try:
             self._reload()
-            result = runner.run(self.config, self.store, trigger="schedule", stop=self.stop)
+            result = runner.run(self.config, self.store, trigger="schedule", stop=self.stop,
+                                progress=live.note if live else None)
+            if live is not None:
+                live.result = result
             self.metrics.record(result)
             self.last_result = {"run": result.run, "status": result.status, "finished_at": result.finished_at}
             notify.notify(self.config.connector.notifications, result, connector_name=self.config.connector.name)
         except GoalError as exc:  # the store is down: say so, and try again at the next run
             logger.error("the run could not be made: %s", exc)
-        except Exception:  # a run must never kill the daemon: the next one may succeed
+            if live is not None:
+                live.error = str(exc)
+        except Exception as exc:  # a run must never kill the daemon: the next one may succeed
             logger.exception("the run failed unexpectedly; the daemon goes on")
+            if live is not None:
+                live.error = f"internal error: {exc!r}"
         finally:
             self.running.release()
 
@@ -100,9 +111,10 @@ def main(config_path: Path, *, health_host: str, health_port: int | None, consol
         else None
     console = None
     if console_port is not None:
-        console = console_server.serve_in_thread(console_server.build(
-            lambda: daemon.config, store, daemon.stop, daemon_health=daemon.health,
-            metrics=lambda: health.exposition(daemon.metrics)), console_host, console_port)
+        shown = console_server.build(lambda: daemon.config, store, daemon.stop, daemon_health=daemon.health,
+                                     metrics=lambda: health.exposition(daemon.metrics))
+        daemon.console_runs = shown.runs
+        console = console_server.serve_in_thread(shown, console_host, console_port)
     daemon.scheduler = schedule.Scheduler(schedule.trigger(config.connector.schedule), daemon.run_once,
                                           last_run_at=_last_scheduled_run(store))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its per-job INFO lines say nothing ours do not

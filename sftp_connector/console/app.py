@@ -361,11 +361,12 @@ async def _run_page(request: Request, console: Console, identity: auth.Identity,
         return [{"name": g.name, "kind": g.kind, "enabled": g.enabled,
                  "held": locks.held(console.store, config.state_dir, g.name)} for g in goals]
 
-    live = console.runs.last
+    live, scheduled = console.runs.last, console.runs.scheduled
     goals = await _store_work(gather)
     error = goals.pop("store_error") if isinstance(goals, dict) else None
     return _render(console, request, "run_now.html", identity, session, goals=goals or [], error=error,
-                   live=live.as_json() if live else None, busy=request.query_params.get("busy") == "1",
+                   live=live.as_json() if live else None, scheduled=scheduled.as_json() if scheduled else None,
+                   in_daemon=console.daemon_health is not None, busy=request.query_params.get("busy") == "1",
                    visible=visible)
 
 
@@ -387,7 +388,7 @@ async def _run_now(request: Request, console: Console, identity: auth.Identity, 
 
 async def _live(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None
                 ) -> Response:
-    live = console.runs.last
+    live = console.runs.scheduled if request.query_params.get("which") == "schedule" else console.runs.last
     return JSONResponse(live.as_json() if live else None)
 
 

@@ -37,6 +37,10 @@ class Live:
     result: RunResult | None = None
     error: str | None = None
 
+    def note(self, what: str, done: int, total: int, unit: str) -> None:
+        """The runner's progress callback (goals.context.Progress)."""
+        self.progress[what] = (done, total, unit)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "user": self.user, "goals": self.goals, "dry_run": self.dry_run, "started_at": self.started_at,
@@ -52,12 +56,14 @@ class Live:
 
 @dataclass
 class Runs:
-    """Starts console runs and keeps the last one's state."""
+    """Starts console runs and keeps the last one's state; inside the daemon, also follows its scheduled runs."""
 
     config: Callable[[], Config]
     store: Store
     stop: threading.Event
     last: Live | None = None
+    scheduled: Live | None = None
+    """The daemon's last scheduled run, followed as it goes (None outside the daemon)."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, user: str, goals: list[str], *, dry_run: bool) -> Live | None:
@@ -69,15 +75,16 @@ class Runs:
         threading.Thread(target=self._run, args=(live,), name="console-run", daemon=True).start()
         return live
 
+    def follow_scheduled(self) -> Live:
+        """Start following a scheduled run of the daemon: give its runner the returned Live's `note`."""
+        self.scheduled = Live("schedule", [], False, time.time())
+        return self.scheduled
+
     def _run(self, live: Live) -> None:
         config = self.config()
-
-        def progress(what: str, done: int, total: int, unit: str) -> None:
-            live.progress[what] = (done, total, unit)
-
         try:
             live.result = runner.run(config, self.store, names=live.goals, dry_run=live.dry_run, trigger="cli",
-                                     progress=progress, stop=self.stop)
+                                     progress=live.note, stop=self.stop)
             notify.notify(config.connector.notifications, live.result, connector_name=config.connector.name)
         except Exception as exc:  # a configuration or store failure: the page says why, the console goes on
             logger.error("console run failed: %s", exc)

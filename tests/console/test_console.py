@@ -112,8 +112,14 @@ def _no_alert(browser: Any) -> None:
         browser.switch_to.alert.text  # noqa: B018 - the access raises when there is no alert
 
 
+def _css(browser: Any, selector: str) -> Any:
+    """The first element the selector finds, once the page that has it is there."""
+    return _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, selector), timeout=30)
+
+
 def _text(browser: Any, element_id: str) -> str:
-    return str(browser.find_element(By.ID, element_id).text)
+    """The element's text, once the page that has it is there (a click may still be loading it)."""
+    return str(_wait(browser, lambda d: d.find_element(By.ID, element_id), timeout=30).text)
 
 
 def test_an_operator_sees_previews_runs_and_follows_the_run(
@@ -132,7 +138,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
         screenshot(browser, "overview")
 
     browser.find_element(By.LINK_TEXT, "Goals").click()
-    mappings = browser.find_element(By.CSS_SELECTOR, ".mappings").text
+    mappings = _css(browser, ".mappings").text
     assert "points points sum" in mappings and "name name set" in mappings
     if shots:
         screenshot(browser, "goals")
@@ -148,7 +154,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
         screenshot(browser, "files")
 
     browser.find_elements(By.CSS_SELECTOR, ".preview-link")[0].click()  # customers_1.csv.gpg's row
-    part = browser.find_element(By.CSS_SELECTOR, ".part").text
+    part = _css(browser, ".part").text
     assert part.startswith("customers_1.csv.gpg")
     assert "email email pii identifier" in part and "order_id unmapped" in part
     assert "ada@example.com" not in browser.page_source and "•••" in part
@@ -176,13 +182,13 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     link.click()
 
     assert _wait(browser, lambda d: run_id in d.title)
-    page = browser.find_element(By.TAG_NAME, "main").text
+    page = _css(browser, "main").text
     assert "2 profile(s) created" in page or "3 profile(s) created" in page
     assert "customers_1.csv.gpg" in page and "by hand" in page
     assert not browser.find_elements(By.CSS_SELECTOR, "main img")  # the hostile name in the error is text
     if shots:
         screenshot(browser, "run")
-    browser.find_element(By.CSS_SELECTOR, ".reject-link").click()
+    _css(browser, ".reject-link").click()
     rejects = _text(browser, "rejects")
     assert "`points` is not a number" in rejects and "_reason" in rejects
     if shots:
@@ -204,7 +210,7 @@ def test_an_operator_sees_previews_runs_and_follows_the_run(
     deployment.write_goal("customers", GOAL)
 
     browser.get(url + f"/history/{run_id}")
-    browser.find_element(By.CSS_SELECTOR, ".profile-link").click()
+    _css(browser, ".profile-link").click()
     profile = _text(browser, "profile")
     assert "Timeline" in profile and "order" in _text(browser, "events")
     assert "•••" in _text(browser, "properties")  # email is pii
@@ -242,7 +248,7 @@ def test_a_viewer_can_neither_run_nor_unmask(
     assert not browser.find_elements(By.ID, "unmask") and "ada@example.com" not in browser.page_source
     assert not browser.find_elements(By.LINK_TEXT, "Audit")
     # Even with the session's own CSRF token, the server refuses a viewer's run and unmask.
-    csrf = browser.find_element(By.CSS_SELECTOR, "input[name=csrf]").get_attribute("value")
+    csrf = _css(browser, "input[name=csrf]").get_attribute("value")
     for path in ("/run", "/unmask"):
         status, body = _post(browser, url + path, {"csrf": csrf, "goal": "*"})
         assert status == 403 and "viewer" in body
@@ -298,7 +304,7 @@ def test_a_dry_run_writes_nothing_and_the_preview_warns_of_a_property_another_go
     link = _finished_run(browser)
     assert "(dry run)" in _text(browser, "live-status")
     link.click()
-    assert "dry run: nothing was written" in browser.find_element(By.TAG_NAME, "main").text
+    assert "dry run: nothing was written" in _css(browser, "main").text
     assert deployment.profiles() == []
 
 
@@ -366,6 +372,10 @@ def test_the_daemon_serves_the_console_beside_healthz_and_metrics(
         assert "healthy (scheduler running" in _text(browser, "health")
         browser.get(url + "/history")
         assert "schedule" in _text(browser, "runs")
+        browser.get(url + "/run")  # the daemon's own run, followed live by the console
+        _wait(browser, lambda d: d.find_elements(By.ID, "scheduled-run") and "failed" in _text(d, "scheduled-status"))
+        assert "started by schedule" in _text(browser, "scheduled-status")
+        assert "customers failed" in _text(browser, "scheduled-outcomes")
     finally:
         daemon.terminate()
         assert daemon.wait(timeout=90) == 0, log.read_text()

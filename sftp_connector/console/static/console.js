@@ -10,16 +10,16 @@
     row.appendChild(td);
   }
 
-  function render(state) {
-    var status = document.getElementById("live-status");
-    var body = document.querySelector("#live-progress tbody");
+  function render(prefix, state) {
+    var status = document.getElementById(prefix + "-status");
+    var body = document.querySelector("#" + prefix + "-progress tbody");
     if (!status || !body) { return; }
     if (!state) { status.textContent = "none yet"; return; }
     status.textContent = state.status + (state.dry_run ? " (dry run)" : "") + " · started by " + state.user + " ";
     if (state.run) {
       var link = document.createElement("a");
       link.href = "/history/" + encodeURIComponent(state.run);
-      link.id = "live-run";
+      link.id = prefix + "-run";
       link.textContent = state.run;
       status.appendChild(link);
     }
@@ -45,25 +45,35 @@
     });
   }
 
-  var seenRunning = false;
+  // Follow one section's run: poll while it runs, then reload the page once so that what the run changed
+  // (its outcome per goal, the goals' locks) is read anew.
+  function follow(section) {
+    var seenRunning = false;
+    var source = section.getAttribute("data-live-source");
 
-  function poll() {
-    fetch("/live.json", { credentials: "same-origin", cache: "no-store" })
-      .then(function (response) { return response.ok ? response.json() : null; })
-      .then(function (state) {
-        render(state);
-        if (state && state.running) {
-          seenRunning = true;
-          window.setTimeout(poll, 500);
-        } else if (seenRunning) {
-          window.location.reload();  // once, when the run ends: the goals' state below is read anew
-        }
-      })
-      .catch(function () { window.setTimeout(poll, 2000); });
+    function poll() {
+      fetch(source, { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) { return response.ok ? response.json() : null; })
+        .then(function (state) {
+          render(section.id, state);
+          if (state && state.running) {
+            seenRunning = true;
+            window.setTimeout(poll, 500);
+          } else if (seenRunning) {
+            window.location.reload();
+          } else if (section.id === "scheduled") {
+            window.setTimeout(poll, 3000);  // the daemon's next run starts on its own: keep looking
+          }
+        })
+        .catch(function () { window.setTimeout(poll, 2000); });
+    }
+    poll();
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    var live = document.getElementById("live");
-    if (live && live.getAttribute("data-live")) { poll(); }
+    var sections = document.querySelectorAll("[data-live-source]");
+    Array.prototype.forEach.call(sections, function (section) {
+      if (section.getAttribute("data-live") || section.id === "scheduled") { follow(section); }
+    });
   });
 }());
