@@ -354,3 +354,17 @@ if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN: ke
     raise SystemExit("PR_SET_MDWE: " + os.strerror(ctypes.get_errno()))
 os.execv(sys.argv[1], sys.argv[1:])
 """
+
+
+def test_the_wheel_carries_the_consoles_templates_and_assets(tmp_path: Path) -> None:
+    """The console works from an installed package (the Docker image, pip): no file outside the wheel."""
+    import zipfile
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    [wheel] = tmp_path.glob("sftp_connector-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    console = ROOT / "sftp_connector" / "console"
+    shipped = {str(p.relative_to(ROOT)) for p in [*console.glob("templates/*"), *console.glob("static/*")]}
+    assert shipped and shipped <= names
