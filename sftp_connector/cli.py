@@ -78,7 +78,7 @@ def main(
         raise typer.BadParameter("expected auto, plain, json or rich", param_hint="--log-format")
     logs.setup(logging.DEBUG if verbose else logging.INFO, log_format)  # type: ignore[arg-type]
     _state["config_path"] = config
-    if ctx.invoked_subcommand not in ("run", "daemon"):  # they install their own handlers
+    if ctx.invoked_subcommand not in ("run", "daemon", "console"):  # they install their own handlers
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if entry.EARLY:
@@ -229,6 +229,9 @@ def console_command(
     store = _store(config)
     source = console_server.ConfigSource(Path(_state["config_path"]), config)
     console = console_server.build(source, store, threading.Event())  # uvicorn catches the signals
+    if entry.EARLY:  # a signal while the console started: leave before serving
+        store.dispose()
+        raise typer.Exit(128 + entry.EARLY[0])
     try:
         console_server.serve_forever(console, host, port)
     finally:
