@@ -151,15 +151,24 @@ def _read(ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry, rem
 
 
 def read_member(ctx: RunContext, goal: models.ImportGoal, entry: models.FileEntry,
-                remote: sftp.RemoteFile) -> tuple[linked.Part, str | None]:
-    """Given a file of a goal, download, decrypt and read it; return it and its signer. The plaintext is deleted
-    as soon as it is read. Raise GoalError naming goal and remote file."""
+                remote: sftp.RemoteFile, *, rows: int | None = None) -> tuple[linked.Part, str | None]:
+    """Given a file of a goal, download, decrypt and read it (its first `rows` rows or so, if given: memory then
+    stays small whatever the file's size); return it and its signer. The plaintext is deleted as soon as it is
+    read. Raise GoalError naming goal and remote file."""
     local = None
     try:
         local = imports.fetch(ctx, goal, entry, remote)
         assert local.plain is not None
-        data = csvio.read(local.plain, goal.csv, label=remote.name, max_bytes=goal.max_file_bytes,
-                          work_dir=ctx.work_dir)
+        if rows is None:
+            data = csvio.read(local.plain, goal.csv, label=remote.name, max_bytes=goal.max_file_bytes,
+                              work_dir=ctx.work_dir)
+        else:
+            first = csvio.batches(local.plain, goal.csv, label=remote.name, max_bytes=goal.max_file_bytes,
+                                  work_dir=ctx.work_dir, batch_rows=rows)
+            try:
+                data = next(first)
+            finally:
+                first.close()
     except GoalError as exc:
         exc.file = remote.path  # pgp names its local temp file; the operator needs the remote one
         exc.located(goal=goal.name)

@@ -282,7 +282,8 @@ async def _preview(request: Request, console: Console, identity: auth.Identity, 
                                         path=request.query_params.get("file"))
     except (ConfigError, GoalError) as exc:
         error = visible(str(exc))
-    return _render(console, request, "preview.html", identity, session, goal=name, preview=shown, error=error)
+    return _render(console, request, "preview.html", identity, session, goal=name, preview=shown, error=error,
+                   read_limit=views.PREVIEW_READ_ROWS)
 
 
 async def _unmask(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None

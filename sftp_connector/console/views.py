@@ -35,6 +35,8 @@ KEY_WARNING_DAYS = 30
 MASK = "•••"
 RUN_ID = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{6}$")
 PREVIEW_ROWS = 10
+PREVIEW_READ_ROWS = 1_000
+"""Rows of each file a console preview reads: enough for its columns and samples, and memory stays small."""
 REJECT_ROWS = 100
 
 
@@ -275,7 +277,7 @@ def preview_view(config: Config, store: Store, name: str, *, unmasked: bool, pat
         if chosen is None:
             return {"goal": name, "parts": [], "warnings": [], "empty": True, "file": visible(path) if path else None}
         members = [(goal.files[0], chosen.match), *chosen.linked]
-        read = [preview.read_member(ctx, goal, entry, m.remote) for entry, m in members]
+        read = [preview.read_member(ctx, goal, entry, m.remote, rows=PREVIEW_READ_ROWS) for entry, m in members]
     finally:
         ctx.close()
     parts = [part for part, _ in read]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 
 import polars as pl
@@ -47,7 +47,7 @@ def read(path: Path, options: models.Csv, *, label: str, max_bytes: int, work_di
 
 def batches(
     path: Source, options: models.Csv, *, label: str, max_bytes: int, work_dir: Path, batch_rows: int = 250_000
-) -> Iterator[CsvData]:
+) -> Generator[CsvData, None, None]:
     """Given the arguments of `read`, yield at least one batch of about batch_rows rows each, `_row`
     going on across batches; temps live until the generator ends. Raise as `read` does, when iterated.
 

@@ -294,9 +294,14 @@ def test_a_dry_run_writes_nothing_and_the_preview_warns_of_a_property_another_go
     url = _signed_in(deployment, console_server, browser)
     deployment.write_goal("loyalty", {**GOAL, "name": "loyalty", "events": [],
                                       "files": [{"name": "loyalty", "directory": "in", "pattern": "loyalty_*.csv"}]})
+    big = "email,name,points,order_id,at\n" + "".join(f"c{i}@example.com,N{i},1,B{i},\n" for i in range(30_000))
+    deployment.put_encrypted("in/customers_0.csv.gpg", big, mtime=0)  # previewed first (name order)
     browser.get(url + "/goals/customers/preview")
     warnings = [w.text for w in browser.find_elements(By.CSS_SELECTOR, ".warning")]
     assert "profile property points is also written by goal(s) loyalty" in warnings
+    heading = _css(browser, ".part h2").text
+    assert heading.startswith("customers_0.csv.gpg") and "(a preview reads about the first 1000)" in heading
+    assert int(heading.split(" row(s) read")[0].split("· ")[-1]) < 30_000  # the rest of the file is not read
     browser.get(url + "/run")
     Select(browser.find_element(By.ID, "goal")).select_by_value("customers")
     browser.find_element(By.ID, "dry-run").click()
