@@ -323,7 +323,7 @@ async def _run(request: Request, console: Console, identity: auth.Identity, sess
         return PlainTextResponse("no such run", 404)
     rejects = {g.goal: views.reject_files(config, run, g) for g in result.goals}
     return _render(console, request, "run.html", identity, session, run=result, rejects=rejects,
-                   visible=visible, iso=_iso)
+                   visible=visible, iso=_iso, max_files=views.RUN_FILES_SHOWN)
 
 
 async def _rejects(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None

@@ -38,6 +38,8 @@ PREVIEW_ROWS = 10
 PREVIEW_READ_ROWS = 1_000
 """Rows of each file a console preview reads: enough for its columns and samples, and memory stays small."""
 REJECT_ROWS = 100
+RUN_FILES_SHOWN = 500
+"""Files of a goal a run's page lists (a run of 20,000 small files stays a page)."""
 
 
 # ── overview ─────────────────────────────────────────────────────────────────────────
