@@ -49,8 +49,9 @@ GOAL = {
 }
 
 
-def deployment(folder: Path, url: str) -> load.Config:
-    """A connector.yaml and one goal: the server is never contacted by the timed pages."""
+def deployment(folder: Path, url: str, goals: int) -> load.Config:
+    """A connector.yaml and `goals` goals (customers, then more like it): the timed pages never contact the
+    server."""
     (folder / "goals").mkdir(parents=True)
     (folder / "connector.yaml").write_text(yaml.safe_dump({
         "name": "bench", "store": {"url": url}, "pgp": {"enabled": False},
@@ -59,6 +60,10 @@ def deployment(folder: Path, url: str) -> load.Config:
                  "host_key_fingerprint": "SHA256:" + "A" * 43},
     }))
     (folder / "goals" / "customers.yaml").write_text(yaml.safe_dump(GOAL))
+    for i in range(2, goals + 1):
+        (folder / "goals" / f"goal{i}.yaml").write_text(yaml.safe_dump({
+            **GOAL, "name": f"goal{i}", "events": [],
+            "files": [{"name": "customers", "directory": f"in{i}", "pattern": "customers_*.csv"}]}))
     return load.load(folder / "connector.yaml")
 
 
@@ -94,8 +99,8 @@ def _record() -> tables.ImportedFile:
                                config_digest="d", listed_at=1.0, imported_at=1.0, run="bench")
 
 
-def fill_runs(store: Store, count: int) -> str:
-    """Record `count` runs of the goal (one file each, one in twenty failed); return the newest run's id."""
+def fill_runs(store: Store, config: load.Config, count: int) -> str:
+    """Record `count` runs of every goal (one file each, one run in twenty failed); return the newest run's id."""
     start = time.time() - count * 60
     run = ""
     for i in range(count):
@@ -103,12 +108,13 @@ def fill_runs(store: Store, count: int) -> str:
         failed = i % 20 == 0
         result = RunResult(run=run, trigger="schedule", started_at=start + i * 60, finished_at=start + i * 60 + 5,
                            status="failed" if failed else "success")
-        result.goals.append(GoalResult(
-            "customers", "import-profiles", "failed" if failed else "success", "boom" if failed else None,
+        result.goals += [GoalResult(
+            goal.name, "import-profiles", "failed" if failed else "success", "boom" if failed else None,
             started_at=start + i * 60, finished_at=start + i * 60 + 5, profiles_updated=100,
             last_profiles=["1", "2", "3", "4", "5"], unique_profiles_exchanged=1000,
             files=[FileResult(f"/in/customers_{i}.csv", "failed" if failed else "imported", "x" * 64,
-                              Counts(rows_read=1000, rows_applied=100, rows_unchanged=900))]))
+                              Counts(rows_read=1000, rows_applied=100, rows_unchanged=900))])
+            for goal in config.goals]
         history.begin(store, result)
         history.finish(store, result)
     return run
@@ -141,16 +147,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=10_000)
+    parser.add_argument("--goals", type=int, default=20, help="goals in the configuration, each in every run")
     parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="console-bench-") as folder, _store_url(args.store, folder) as url:
-        config = deployment(Path(folder) / "deploy", url)
+        config = deployment(Path(folder) / "deploy", url, args.goals)
         store = db.open_store(url)
         began = time.perf_counter()
         fill_profiles(store, config, args.profiles)
-        newest = fill_runs(store, args.runs)
-        print(f"store: {args.profiles:,} profiles, {args.runs:,} runs ({args.store}), filled in "
+        newest = fill_runs(store, config, args.runs)
+        print(f"store: {args.profiles:,} profiles, {args.runs:,} runs of {args.goals} goals ({args.store}), filled in "
               f"{time.perf_counter() - began:.0f} s", flush=True)
         pages = {"/healthz (baseline)": "/healthz", "overview": "/", "goals": "/goals", "run history": "/history",
                  "run history, page 100": "/history?page=100", "one run": f"/history/{newest}",

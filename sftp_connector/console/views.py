@@ -133,15 +133,15 @@ def health_view(store: Store, daemon: Callable[[], dict[str, Any]] | None) -> di
 
 
 def last_outcomes(config: Config, store: Store) -> list[dict[str, Any]]:
-    """Each goal's last run: when, its outcome and error."""
+    """Each goal's last recorded run: when, its outcome and error (one index probe per goal)."""
     found = []
-    for goal in runner.ordered(config, [g.name for g in config.goals]):
-        last = history.recent(store, goal=goal.name, limit=1)
-        result = last[0].goals[0] if last and last[0].goals else None
-        found.append({"goal": goal.name, "kind": goal.kind, "enabled": goal.enabled,
-                      "run": last[0].run if last else None, "at": iso(last[0].started_at) if last else None,
-                      "status": result.status if result else ("running" if last else "never run"),
-                      "error": visible(result.error or "") if result else ""})
+    with store.connection() as conn:
+        for goal in runner.ordered(config, [g.name for g in config.goals]):
+            last = runs.last_goal_run(conn, goal.name)
+            found.append({"goal": goal.name, "kind": goal.kind, "enabled": goal.enabled,
+                          "run": last["run"] if last else None, "at": iso(last["started_at"]) if last else None,
+                          "status": last["status"] if last else "never run",
+                          "error": visible(last["error"] or "") if last else ""})
     return found
 
 

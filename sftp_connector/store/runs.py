@@ -49,6 +49,13 @@ def recent(conn: Connection, *, goal: str | None = None, limit: int = 20, offset
     return [dict(row) for row in conn.execute(query).mappings()]
 
 
+def last_goal_run(conn: Connection, goal: str) -> dict[str, Any] | None:
+    """Given a goal, return its newest recorded goal run's columns (with the run's id as `run`), or None."""
+    row = conn.execute(sa.select(_GOAL_RUN).where(_GOAL_RUN.c.goal == goal).order_by(_GOAL_RUN.c.id.desc())
+                       .limit(1)).mappings().first()
+    return None if row is None else dict(row)
+
+
 def one(conn: Connection, run: str) -> dict[str, Any] | None:
     """Given a run id, return the run's columns, or None."""
     row = conn.execute(sa.select(_RUN).where(_RUN.c.id == run)).mappings().first()
