@@ -159,9 +159,12 @@ async def _guarded(request: Request, console: Console, handler: Handler, *, oper
 
 
 async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return {}
+    """The posted form's fields; an empty form (so no CSRF token: refused) past MAX_FORM_BYTES, read no further."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return {}
     return {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
 
 

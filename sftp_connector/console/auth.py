@@ -26,6 +26,9 @@ Role = Literal["viewer", "operator"]
 LOCAL_USER = "local"
 """The name runs and unmasks are recorded under when the console has no users (loopback only)."""
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+MAX_SESSIONS = 10_000
+ANONYMOUS_S = 600.0
+"""How long a session that has not signed in lives: long enough to fill in the sign-in form."""
 
 
 def hash_password(password: str) -> str:
@@ -128,11 +131,16 @@ class Sessions:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def new(self, identity: Identity | None) -> tuple[str, Session]:
-        """Start a session (on sign-in a new one replaces the old: no session fixation)."""
+        """Start a session (on sign-in a new one replaces the old: no session fixation). One not signed in (the
+        sign-in form's) lasts ANONYMOUS_S; past MAX_SESSIONS the oldest of those are dropped, so that requests
+        without a cookie can neither fill the memory nor sign anyone out."""
         key = secrets.token_urlsafe(32)
-        session = Session(identity, secrets.token_urlsafe(32), time.time() + self.lifetime_s)
+        lifetime = self.lifetime_s if identity is not None else min(self.lifetime_s, ANONYMOUS_S)
+        session = Session(identity, secrets.token_urlsafe(32), time.time() + lifetime)
         with self._lock:
             self._forget_expired()
+            if len(self._by_id) >= MAX_SESSIONS:
+                self._make_room()
             self._by_id[key] = session
         return key, session
 
@@ -149,6 +157,12 @@ class Sessions:
     def end(self, key: str | None) -> None:
         with self._lock:
             self._by_id.pop(key or "", None)
+
+    def _make_room(self) -> None:
+        """Drop the oldest sessions not signed in (a flood of sign-in forms signs nobody out), else the oldest."""
+        anonymous = [k for k, s in self._by_id.items() if s.identity is None]
+        for key in anonymous[: len(self._by_id) - MAX_SESSIONS + 1] or [next(iter(self._by_id))]:
+            del self._by_id[key]
 
     def _forget_expired(self) -> None:
         now = time.time()

@@ -77,6 +77,18 @@ def test_sessions_expire_and_csrf_tokens_are_checked() -> None:
     assert sessions.get(other) is None
 
 
+def test_sessions_not_signed_in_are_short_and_the_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(auth, "MAX_SESSIONS", 50)
+    sessions = auth.Sessions(lifetime_s=3600)
+    signed, _ = sessions.new(auth.Identity("alice", "operator"))
+    _, anonymous = sessions.new(None)
+    assert anonymous.expires <= time.time() + auth.ANONYMOUS_S
+    keys = [sessions.new(None)[0] for _ in range(100)]
+    assert sessions.get(keys[-1]) is not None and sessions.get(keys[0]) is None
+    assert sessions.get(signed) is not None  # a flood of sign-in forms signs nobody out
+    assert len(sessions._by_id) == 50
+
+
 def test_a_name_is_refused_after_five_failed_sign_ins() -> None:
     throttle = auth.Throttle(limit=5, window_s=0.3)
     for _ in range(4):
