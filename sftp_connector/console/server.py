@@ -88,12 +88,18 @@ def serve_forever(console: Console, host: str, port: int) -> None:
 
 
 def serve_in_thread(console: Console, host: str, port: int) -> uvicorn.Server:
-    """Start serving in a daemon thread; return the server (set should_exit to stop it)."""
+    """Start serving in a daemon thread; return the server (set should_exit to stop it). Raise ConfigError if
+    it cannot listen there."""
     server = _server(console, host, port)
-    threading.Thread(target=server.run, name="console", daemon=True).start()
+    thread = threading.Thread(target=server.run, name="console", daemon=True)
+    thread.start()
     deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
+    if not server.started:
+        server.should_exit = True
+        raise ConfigError(f"--console-port: the console cannot listen on {host}:{port} (the port is taken, or the "
+                          "address is not one of this machine's)")
     logger.info("console on http://%s:%d", host if ":" not in host else f"[{host}]", port)
     return server
 

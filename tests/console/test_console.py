@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -341,6 +342,16 @@ def test_the_console_refuses_a_public_address_without_users(deployment: Deployme
     ran = deployment.cli("console", "--host", "0.0.0.0", "--port", str(free_port()))
     assert ran.returncode == 2
     assert "without authentication" in ran.stderr and "console.users" in ran.stderr
+
+
+def test_the_daemon_refuses_a_console_port_that_is_taken(deployment: Deployment) -> None:
+    deployment.update_connector({"schedule": {"every_minutes": 600}})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ran = deployment.cli("daemon", "--console-port", str(taken.getsockname()[1]), timeout=60)
+    assert ran.returncode == 2, ran.stderr
+    assert "the console cannot listen on 127.0.0.1:" in ran.stderr and "port is taken" in ran.stderr
 
 
 def test_hash_password_prints_a_line_that_signs_in(deployment: Deployment) -> None:
