@@ -1,7 +1,7 @@
 """One huge field or line is rejected with memory that does not grow with its size (issue 18, item 1): a
-200 MB row, a 50 MB cell among ordinary fields and a 200 MB header line each stay under 400 MiB of peak
-memory (0.3.4 held about ten times the field), the row is rejected with its reason, the other rows import,
-and a header line that long fails its file with a clear error."""
+200 MB row, a 50 MB cell among ordinary fields and a 200 MB header line stay within 320 MiB of the same
+command's peak on one small file (0.3.4 held about ten times the field), the row is rejected with its
+reason, the other rows import, and a header line that long fails its file with a clear error."""
 
 from __future__ import annotations
 
@@ -61,7 +61,10 @@ def test_a_huge_field_or_line_is_rejected_within_a_fixed_memory_bound(deployment
         os.utime(folder / name, (OLD, OLD))
 
     done, _, peak_kib = measured_run(deployment)
-    assert peak_kib < 400 * 1024, (peak_kib, baseline_kib)
+    # A fixed bound over the same command's peak on one small file. Measured: +70 MiB alone, about +225 MiB
+    # when other processes compete for the two cores (thread timing: the next batch is read while one
+    # merges); one 200 MB field held whole twice (0.3.4 held it ten times) would add 400 MiB.
+    assert peak_kib < baseline_kib + 320 * 1024, (peak_kib, baseline_kib)
     run = json.loads(done.stdout.splitlines()[-1])
     files = files_of(run)
     for name in ("row_200mb.csv", "cell_50mb.csv"):
