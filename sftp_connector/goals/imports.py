@@ -345,7 +345,7 @@ def _merge(ctx: RunContext, job: FileJob, locals_: list[Local], totals: GoalResu
         touched = _close_set(ctx, conn, goal, [(d, state.counts, [*rejects, *state.rejects])], [state], now)
     if ctx.progress is not None:
         ctx.progress(f"{d.remote.name} rows merged", state.counts.rows_read, state.counts.rows_read, "rows")
-    return _imported(ctx, totals, touched, [(d, state.counts)], signer=verified.signer or d.signer)
+    return _imported(ctx, totals, touched, [(d, state.counts)], signer=verified.signer)
 
 
 def _merge_batches(

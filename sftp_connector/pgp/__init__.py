@@ -116,7 +116,6 @@ class Verified:
     """Set when `checked` exits cleanly: who signed the file (fingerprint, or key id if the key is unknown)."""
 
     signer: str | None = None
-    done: bool = False
 
 
 @contextlib.contextmanager
@@ -128,7 +127,6 @@ def checked(decryption: Decryption | None) -> Iterator[Verified]:
     verified = Verified()
     if decryption is None:
         yield verified
-        verified.done = True
         return
     try:
         yield verified
@@ -146,7 +144,7 @@ def checked(decryption: Decryption | None) -> Iterator[Verified]:
         decryption.stop()
         raise
     outcome = decryption.wait()
-    verified.signer, verified.done = outcome.signer or outcome.signer_key_id, True
+    verified.signer = outcome.signer or outcome.signer_key_id
 
 
 class Decryption:
