@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -263,14 +262,14 @@ def _show_schedule(config: load.Config) -> None:
     """Print the schedule in words and its next five run times (in its timezone)."""
     from sftp_connector import schedule
 
-    plan = config.connector.schedule
-    if plan is None or not plan.model_fields_set - {"timezone"}:
+    plan, times = config.connector.schedule, schedule.upcoming(config.connector.schedule)
+    if plan is None or times is None:
         out.print("schedule: none (runs only when started: sftp-connector run)", markup=False)
         return
     out.print(f"schedule: {schedule.in_words(plan)}", markup=False)
     out.print("next runs:", markup=False)
-    for moment in schedule.next_fire_times(plan, datetime.now(UTC), 5):
-        out.print(f"  {moment:%Y-%m-%d %H:%M %a %Z}", markup=False)
+    for moment in times:
+        out.print(f"  {moment}", markup=False)
 
 
 @app.command("preview")

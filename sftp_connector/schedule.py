@@ -75,6 +75,14 @@ def next_fire_times(schedule: models.Schedule, after: datetime, count: int) -> l
     return times
 
 
+def upcoming(schedule: models.Schedule | None, count: int = 5) -> list[str] | None:
+    """Given connector.yaml's schedule, return its next `count` run times as an operator reads them, in its
+    timezone ("2026-12-05 02:00 Sat UTC"), or None if it sets no times (a timezone alone): runs only by hand."""
+    if schedule is None or not schedule.model_fields_set - {"timezone"}:
+        return None
+    return [f"{moment:%Y-%m-%d %H:%M %a %Z}" for moment in next_fire_times(schedule, datetime.now(UTC), count)]
+
+
 _DAYS = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday", "fri": "Friday",
          "sat": "Saturday", "sun": "Sunday"}
 

@@ -114,11 +114,10 @@ def _host_keys(s: Any) -> list[str]:
 
 
 def schedule_view(config: Config) -> dict[str, Any]:
-    plan = config.connector.schedule
-    if plan is None or not plan.model_fields_set - {"timezone"}:
+    plan, times = config.connector.schedule, schedule.upcoming(config.connector.schedule)
+    if plan is None or times is None:
         return {"words": "none: runs only when started (Run now, or sftp-connector run)", "next": []}
-    return {"words": schedule.in_words(plan),
-            "next": [f"{m:%Y-%m-%d %H:%M %a %Z}" for m in schedule.next_fire_times(plan, datetime.now(UTC), 5)]}
+    return {"words": schedule.in_words(plan), "next": times}
 
 
 def health_view(store: Store, daemon: Callable[[], dict[str, Any]] | None) -> dict[str, Any]:
