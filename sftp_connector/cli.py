@@ -350,15 +350,8 @@ def history_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run, newest first.")] = False,
 ) -> None:
     """Show past runs, newest first."""
-    config = _config(load.STORE_ONLY)
-    store = _store(config)
-    try:
+    with _store_reading() as store:
         runs = [run.as_json() for run in history.recent(store, goal=goal, limit=limit)]
-    except GoalError as exc:  # the database went away after it answered: said in one line, as for the dumps
-        err.print(f"store: {visible(str(exc))}", markup=False)
-        raise typer.Exit(1) from exc
-    finally:
-        store.dispose()
     if as_json:
         for entry in runs:
             sys.stdout.write(orjson.dumps(entry).decode() + "\n")
@@ -426,19 +419,18 @@ def products_dump() -> None:
 
 def _dump(records: Any) -> None:
     """Given a function from a connection to records, print them as JSON lines."""
-    with _store_reading() as conn:
+    with _store_reading() as store, store.connection() as conn:
         for record in records(conn):
             sys.stdout.write(orjson.dumps(record).decode() + "\n")
 
 
 @contextlib.contextmanager
-def _store_reading() -> Iterator[Any]:
-    """A connection to the store for a read-only command (only the store's secrets are needed); a database
-    failure prints `store: …` and exits 1."""
+def _store_reading() -> Iterator[db.Store]:
+    """The store for a read-only command (only the store's secrets are needed); a database failure while
+    the block reads prints `store: …` and exits 1."""
     store = _store(_config(load.STORE_ONLY))
     try:
-        with store.connection() as conn:
-            yield conn
+        yield store
     except GoalError as exc:
         err.print(f"store: {visible(str(exc))}", markup=False)
         raise typer.Exit(1) from exc
@@ -452,7 +444,7 @@ def profiles_get(by: Annotated[str, typer.Option("--by", help="PROPERTY=VALUE")]
     if "=" not in by:
         raise typer.BadParameter("expected PROPERTY=VALUE", param_hint="--by")
     prop, value = by.split("=", 1)
-    with _store_reading() as conn:
+    with _store_reading() as store, store.connection() as conn:
         profile = queries.profile_by(conn, prop, value)
     if profile is None:
         err.print(f"no profile with {visible(prop)}={visible(value)}", markup=False)
