@@ -47,6 +47,15 @@ SECURITY_HEADERS = {
 }
 
 
+def _templates() -> jinja2.Environment:
+    """The pages' templates: every value escaped; `visible` (text from outside, as the CLI shows it) and `iso`
+    (a timestamp) to hand in every template and macro."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.globals.update(visible=visible, iso=lambda timestamp: iso(timestamp) or "")
+    return env
+
+
 @dataclass
 class Console:
     """What the routes share: where the configuration comes from, the store, sessions, runs, the daemon."""
@@ -59,8 +68,7 @@ class Console:
     daemon_health: Callable[[], dict[str, Any]] | None = None
     metrics: Callable[[], tuple[bytes, str]] | None = None
     keys: views.KeyCache = field(default_factory=views.KeyCache)
-    templates: jinja2.Environment = field(default_factory=lambda: jinja2.Environment(
-        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined))
+    templates: jinja2.Environment = field(default_factory=_templates)
 
     @property
     def users(self) -> list[ConsoleUser]:
@@ -326,7 +334,7 @@ async def _run(request: Request, console: Console, identity: auth.Identity, sess
         return PlainTextResponse("no such run", 404)
     rejects = {g.goal: views.reject_files(config, run, g) for g in result.goals}
     return _render(console, request, "run.html", identity, session, run=result, rejects=rejects,
-                   visible=visible, iso=_iso, max_files=views.RUN_FILES_SHOWN)
+                   max_files=views.RUN_FILES_SHOWN)
 
 
 async def _rejects(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None
@@ -370,8 +378,7 @@ async def _run_page(request: Request, console: Console, identity: auth.Identity,
     error = goals.pop("store_error") if isinstance(goals, dict) else None
     return _render(console, request, "run_now.html", identity, session, goals=goals or [], error=error,
                    live=live.as_json() if live else None, scheduled=scheduled.as_json() if scheduled else None,
-                   in_daemon=console.daemon_health is not None, busy=request.query_params.get("busy") == "1",
-                   visible=visible)
+                   in_daemon=console.daemon_health is not None, busy=request.query_params.get("busy") == "1")
 
 
 async def _run_now(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None
@@ -442,8 +449,3 @@ def _int(text: str | None) -> int:
         return int(text or 0)
     except ValueError:
         return 0
-
-
-def _iso(timestamp: float | None) -> str:
-    return iso(timestamp) or ""
-

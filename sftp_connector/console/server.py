@@ -81,7 +81,7 @@ def _server(console: Console, host: str, port: int) -> uvicorn.Server:
 def serve_forever(console: Console, host: str, port: int) -> None:
     """Serve until SIGTERM or SIGINT; then stop a run started here (its file in hand is rolled back)."""
     server = _server(console, host, port)
-    logger.info("console on http://%s:%d", host if ":" not in host else f"[{host}]", port)
+    logger.info("console on %s", _url(host, port))
     server.run()
     console.runs.stop.set()
     _wait_for_run(console)
@@ -100,8 +100,12 @@ def serve_in_thread(console: Console, host: str, port: int) -> uvicorn.Server:
         server.should_exit = True
         raise ConfigError(f"--console-port: the console cannot listen on {host}:{port} (the port is taken, or the "
                           "address is not one of this machine's)")
-    logger.info("console on http://%s:%d", host if ":" not in host else f"[{host}]", port)
+    logger.info("console on %s", _url(host, port))
     return server
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
 
 
 def _wait_for_run(console: Console) -> None:

@@ -179,8 +179,7 @@ def _goal_row(config: Config, goal: runner.Goal) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Detected:
     path: str
-    raw_path: str
-    """The path as listed, for the preview link (the template escapes it; `path` is shown)."""
+    """As listed (the page shows it through `visible`)."""
     root: bool
     entry: str
     size: int
@@ -211,8 +210,8 @@ def detected(config: Config, store: Store, name: str) -> list[Detected]:
                 remote = match.remote
                 status, why = _next_run(candidate, remote, records.get(remote.path), digest, stable_after,
                                         failed.get(remote.path))
-                found.append(Detected(visible(remote.path), remote.path, entry == goal.files[0].name, entry,
-                                      remote.size, _when(remote.mtime), status, visible(why)))
+                found.append(Detected(remote.path, entry == goal.files[0].name, entry, remote.size,
+                                      _when(remote.mtime), status, visible(why)))
         return found
     finally:
         ctx.close()
@@ -378,20 +377,22 @@ def run_view(config: Config, store: Store, run: str) -> RunResult | None:
 
 def reject_files(config: Config, run: str, result: GoalResult | None = None) -> dict[str, str]:
     """Given a run, return its reject files by the remote path they came from (name as stored)."""
-    folder = config.state_dir / "rejects" / run
-    if not RUN_ID.match(run) or not folder.is_dir():
-        return {}
-    stored = {p.name for p in folder.iterdir() if p.is_file() and p.suffix == ".csv"}
+    stored = {p.name for p in _stored_rejects(config, run)}
     paths = [f.path for f in result.files] if result else []
     return {path: rejects.file_name(path) for path in paths if rejects.file_name(path) in stored}
 
 
 def reject_path(config: Config, run: str, name: str) -> Path | None:
     """Given a run and a reject file's name, return its path if it is one of the run's reject files."""
+    return next((p for p in _stored_rejects(config, run) if p.name == name), None)
+
+
+def _stored_rejects(config: Config, run: str) -> list[Path]:
+    """The reject files of a run (none for a string that is not a run id: it never becomes a path)."""
     folder = config.state_dir / "rejects" / run
     if not RUN_ID.match(run) or not folder.is_dir():
-        return None
-    return next((p for p in folder.iterdir() if p.is_file() and p.name == name and p.suffix == ".csv"), None)
+        return []
+    return [p for p in folder.iterdir() if p.is_file() and p.suffix == ".csv"]
 
 
 def reject_rows(path: Path) -> tuple[list[str], list[list[str]], bool]:
