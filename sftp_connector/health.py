@@ -84,7 +84,8 @@ def serve(host: str, port: int, metrics: Metrics, health: Callable[[], dict[str,
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?")[0] == "/metrics":
-                self._reply(200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry))
+                body, kind = exposition(metrics)
+                self._reply(200, kind, body)
             elif self.path.split("?")[0] == "/healthz":
                 state = health()
                 self._reply(200 if state.get("ok") else 503, "application/json", json.dumps(state).encode())
