@@ -364,9 +364,7 @@ def profile_by(conn: Connection, prop: str, value: str) -> dict[str, Any] | None
 
     Identifier properties are found through the index; any other property by a scan.
     """
-    pid = conn.execute(
-        sa.text("SELECT profile_id FROM identity WHERE property = :p AND value = :v"), {"p": prop, "v": value}
-    ).scalar()
+    pid = _identified(conn, prop, value)
     if pid is not None:
         return next(iter_profiles(conn, only=pid), None)
     for profile in iter_profiles(conn):
@@ -379,11 +377,17 @@ def profile_by_identifier(conn: Connection, value: str, properties: Sequence[str
     """Given a value and the identifier properties to try (in order), return the first profile holding it
     under one of them, or None. Each try is one probe of the identity index."""
     for prop in properties:
-        pid = conn.execute(sa.text("SELECT profile_id FROM identity WHERE property = :p AND value = :v"),
-                           {"p": prop, "v": value}).scalar()
+        pid = _identified(conn, prop, value)
         if pid is not None:
             return next(iter_profiles(conn, only=pid), None)
     return None
+
+
+def _identified(conn: Connection, prop: str, value: str) -> int | None:
+    """The profile holding an identifier property's value, through the identity index; None if none does."""
+    pid = conn.execute(sa.text("SELECT profile_id FROM identity WHERE property = :p AND value = :v"),
+                       {"p": prop, "v": value}).scalar()
+    return None if pid is None else int(pid)
 
 
 def events_of(conn: Connection, profile_id: int, *, limit: int) -> list[dict[str, Any]]:
