@@ -317,12 +317,8 @@ async def _mask(request: Request, console: Console, identity: auth.Identity, ses
 async def _history(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None
                    ) -> Response:
     page = max(0, _int(request.query_params.get("page")))
-
-    def gather() -> dict[str, Any]:
-        rows, older = views.run_rows(console.store, page=page)
-        return {"runs": rows, "older": older, "page": page, "chart": views.chart(console.store)}
-
-    return _render(console, request, "history.html", identity, session, **await _store_work(gather))
+    shown = await _store_work(lambda: views.history_page(console.store, page=page))
+    return _render(console, request, "history.html", identity, session, **shown)
 
 
 async def _run(request: Request, console: Console, identity: auth.Identity, session: auth.Session | None

@@ -38,6 +38,10 @@ PREVIEW_ROWS = 10
 PREVIEW_READ_ROWS = 1_000
 """Rows of each file a console preview reads: enough for its columns and samples, and memory stays small."""
 REJECT_ROWS = 100
+PER_PAGE = 50
+"""Runs a history page lists."""
+CHART_RUNS = 60
+"""Runs the history's chart shows (at least a page and one: page 0 is read with it)."""
 RUN_FILES_SHOWN = 500
 """Files of a goal a run's page lists (a run of 20,000 small files stays a page)."""
 
@@ -336,34 +340,33 @@ def column_mapping(goal: models.ImportGoal, entry: str, columns: list[str], *, r
 # ── history ──────────────────────────────────────────────────────────────────────────
 
 
-def run_rows(store: Store, *, page: int, per_page: int = 50) -> tuple[list[dict[str, Any]], bool]:
-    """A page of runs, newest first, each with its totals; and whether an older page exists."""
+def history_page(store: Store, *, page: int) -> dict[str, Any]:
+    """A page of runs, newest first, each with its totals, whether an older page exists, and the chart of the
+    newest CHART_RUNS runs: one read of the runs and their totals (page 0's runs are the chart's newest)."""
     with store.connection() as conn:
-        found = runs.recent(conn, limit=per_page + 1, offset=page * per_page)
-        totals = runs.totals(conn, [r["id"] for r in found[:per_page]])
+        newest = runs.recent(conn, limit=CHART_RUNS)
+        listed = newest[:PER_PAGE + 1] if page == 0 else runs.recent(conn, limit=PER_PAGE + 1,
+                                                                        offset=page * PER_PAGE)
+        totals = runs.totals(conn, list({r["id"] for r in [*newest, *listed[:PER_PAGE]]}))
+    none = {"goals": 0, "failed": 0, "rows": 0}
     rows = [{"run": r["id"], "trigger": r["trigger"], "started": _when(r["started_at"]), "status": r["status"],
-             "dry_run": bool(r["dry_run"]), **totals.get(r["id"], {"goals": 0, "failed": 0, "rows": 0})}
-            for r in found[:per_page]]
-    return rows, len(found) > per_page
+             "dry_run": bool(r["dry_run"]), **totals.get(r["id"], none)} for r in listed[:PER_PAGE]]
+    return {"runs": rows, "older": len(listed) > PER_PAGE, "page": page,
+            "chart": _chart([(r["id"], totals.get(r["id"], none)) for r in reversed(newest)])}
 
 
-def chart(store: Store, *, count: int = 60) -> dict[str, Any]:
-    """Rows read (bars) and goals failed (dots) per run, the last `count` runs oldest first, laid out for SVG."""
-    with store.connection() as conn:
-        found = list(reversed(runs.recent(conn, limit=count)))
-        totals = runs.totals(conn, [r["id"] for r in found])
-    width, height, slot = 600, 120, 600 / max(count, 1)
-    counted = [(r["id"], totals.get(r["id"], {}).get("rows", 0), totals.get(r["id"], {}).get("failed", 0))
-               for r in found]
-    top = max([rows for _, rows, _ in counted] + [1])
+def _chart(counted: list[tuple[str, dict[str, int]]]) -> dict[str, Any]:
+    """Rows read (bars) and goals failed (dots) per run, oldest first, laid out for SVG."""
+    width, height, slot = 600, 120, 600 / CHART_RUNS
+    top = max([t["rows"] for _, t in counted] + [1])
     bars = []
-    for i, (run, rows, failed) in enumerate(counted):
-        tall = rows / top * (height - 14)
+    for i, (run, t) in enumerate(counted):
+        tall = t["rows"] / top * (height - 14)
         bars.append({"run": run, "x": round(i * slot, 1), "width": round(max(slot - 2, 1), 1),
-                     "y": round(height - tall, 1), "height": round(tall, 1), "rows": rows, "failed": failed,
-                     "cx": round(i * slot + slot / 2, 1)})
+                     "y": round(height - tall, 1), "height": round(tall, 1), "rows": t["rows"],
+                     "failed": t["failed"], "cx": round(i * slot + slot / 2, 1)})
     return {"bars": bars, "top_rows": top, "runs": len(counted), "width": width, "height": height,
-            "failed_runs": sum(1 for _, _, failed in counted if failed)}
+            "failed_runs": sum(1 for _, t in counted if t["failed"])}
 
 
 def run_view(config: Config, store: Store, run: str) -> RunResult | None:
